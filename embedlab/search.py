@@ -1,0 +1,67 @@
+"""`search`: nearest indexed images for query images, by cosine similarity.
+
+Two engines give the same answer: sqlite-vec KNN (candidates from the vec0
+table, then exact re-scoring) and an exact NumPy scan of the stored vectors,
+used when the extension cannot load or when asked for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .store import Store
+
+SCORE_DECIMALS = 6
+# Extra candidates fetched from sqlite-vec so that float32 distance rounding
+# at the cut cannot drop a vector that the exact re-score ranks inside top k.
+_CANDIDATE_MARGIN = 16
+
+
+@dataclass(frozen=True)
+class Hit:
+    path: str
+    score: float
+
+
+def cosine_scores(matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Cosine of unit vectors, in float64 so both engines round identically."""
+    return matrix.astype(np.float64) @ query.astype(np.float64)
+
+
+class Searcher:
+    """Answers top-k queries against one index, through sqlite-vec or NumPy."""
+
+    def __init__(self, store: Store, *, exact: bool = False):
+        self.store = store
+        self.paths = store.ok_paths_by_sha()
+        self.engine = "sqlite-vec" if store.vec_loaded and not exact else "numpy"
+        self._shas: list[str] = []
+        self._matrix: np.ndarray | None = None
+        if self.engine == "numpy":
+            self._shas, self._matrix = store.load_vectors(through_vec=False)
+
+    def top_k(self, query: np.ndarray, k: int) -> list[Hit]:
+        if k <= 0 or not self.paths:
+            return []
+        shas, scores = self._candidates(query, k)
+        hits = [
+            Hit(path, round(float(score), SCORE_DECIMALS))
+            for sha, score in zip(shas, scores, strict=True)
+            for path in self.paths.get(sha, ())
+        ]
+        hits.sort(key=lambda h: (-h.score, h.path))
+        return hits[:k]
+
+    def _candidates(self, query: np.ndarray, k: int) -> tuple[list[str], np.ndarray]:
+        want = k + _CANDIDATE_MARGIN
+        if self.engine == "sqlite-vec":
+            shas = [sha for sha, _ in self.store.knn(query, want) if sha in self.paths]
+            if not shas:
+                return [], np.zeros(0)
+            return shas, cosine_scores(self.store.vectors_for(shas), query)
+        assert self._matrix is not None
+        scores = cosine_scores(self._matrix, query)
+        keep = np.argpartition(-scores, want - 1)[:want] if len(scores) > want else np.arange(len(scores))
+        return [self._shas[i] for i in keep], scores[keep]

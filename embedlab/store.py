@@ -1,0 +1,337 @@
+"""The index: one SQLite file that owns every row and vector. All SQL lives here.
+
+Vectors are kept twice on purpose: ``embeddings`` (plain BLOBs, the source of
+truth, readable from any sqlite3 shell and by the exact NumPy path) and the
+sqlite-vec ``vec_index`` virtual table used for KNN. The second is rebuilt from
+the first whenever they disagree, so a machine without the extension can still
+embed and search, and no vector is ever lost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("embedlab")
+
+DB_NAME = "embedlab.db"
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+VEC_TABLE = "vec_index"
+KNN_MAX = 4096  # sqlite-vec's ceiling for k
+
+
+class StoreError(Exception):
+    """A problem with the index file; the message is one line."""
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class ImageRow:
+    path: str
+    root: str
+    sha256: str
+    size: int
+    mtime_ns: int
+    status: str
+    width: int | None = None
+    height: int | None = None
+    format: str | None = None
+    mode: str | None = None
+    entropy: float | None = None
+    contrast: float | None = None
+    sharpness: float | None = None
+    brightness: float | None = None
+    error: str | None = None
+
+
+_IMAGE_COLUMNS = tuple(ImageRow.__dataclass_fields__)
+
+
+def _connect(path: Path, want_vec: bool) -> tuple[Any, bool, str]:  # apsw or sqlite3
+    """Open the file with a binding that can load sqlite-vec when possible.
+
+    The stdlib ``sqlite3`` on many Pythons cannot load extensions, so apsw is
+    tried first. Returns (connection, vec_loaded, why_not).
+    """
+    if want_vec:
+        try:
+            import apsw
+            import sqlite_vec
+
+            vconn = apsw.Connection(str(path))
+            vconn.enable_load_extension(True)
+            vconn.load_extension(sqlite_vec.loadable_path())
+            vconn.enable_load_extension(False)
+            vconn.set_busy_timeout(30_000)
+            return vconn, True, ""
+        except Exception as exc:  # ImportError, apsw.ExtensionLoadingError, ...
+            reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:160]
+    else:
+        reason = "exact search requested"
+    conn = sqlite3.connect(str(path), isolation_level=None, timeout=30)
+    return conn, False, reason
+
+
+class Store:
+    """Owns the SQLite connection and every statement run against the index."""
+
+    def __init__(self, index_dir: str | os.PathLike[str], *, create: bool = False, use_vec: bool = True):
+        self.dir = Path(index_dir)
+        self.path = self.dir / DB_NAME
+        if create:
+            try:
+                self.dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create index folder {self.dir}: {exc.strerror}") from None
+        elif not self.path.is_file():
+            raise StoreError(f"no index at {self.path}; run `embedlab embed --out {self.dir}` first")
+        try:
+            self.conn, self.vec_loaded, self.vec_reason = _connect(self.path, use_vec)
+            self.execute("PRAGMA journal_mode=WAL")
+            self.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"cannot open index {self.path}: {exc}") from None
+        except Exception as exc:  # apsw errors do not share a base with sqlite3's
+            if type(exc).__module__ == "apsw":
+                raise StoreError(f"cannot open index {self.path}: {type(exc).__name__}: {exc}") from None
+            raise
+
+    # -- plumbing -----------------------------------------------------------------
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return list(self.conn.execute(sql, tuple(params)))
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self.conn.executemany(sql, [tuple(r) for r in rows])
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """All-or-nothing: a crash inside leaves the index as it was before."""
+        self.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.execute("ROLLBACK")
+            raise
+        self.execute("COMMIT")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _migrate(self) -> None:
+        current = int(self.execute("PRAGMA user_version")[0][0])
+        files = sorted(MIGRATIONS_DIR.glob("[0-9][0-9][0-9]_*.sql"))
+        if not files:
+            raise StoreError(f"no schema migrations found in {MIGRATIONS_DIR}")
+        latest = int(files[-1].name[:3])
+        if current > latest:
+            raise StoreError(f"index schema v{current} is newer than this embedlab (v{latest}); upgrade embedlab")
+        for file in files:
+            version = int(file.name[:3])
+            if version <= current:
+                continue
+            with self.transaction():
+                for statement in _split_sql(file.read_text(encoding="utf-8")):
+                    self.execute(statement)
+                self.execute(f"PRAGMA user_version = {version}")
+
+    # -- meta ---------------------------------------------------------------------
+
+    def meta(self) -> dict[str, str]:
+        return dict(self.execute("SELECT key, value FROM meta"))
+
+    def set_meta(self, **values: str) -> None:
+        self.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", values.items())
+
+    # -- runs ---------------------------------------------------------------------
+
+    def start_run(self, command: str, **fields: Any) -> int:
+        cols = ["command", "started_at", "status", *fields]
+        values = [command, now(), "running", *(_jsonable(v) for v in fields.values())]
+        self.execute(f"INSERT INTO runs({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})", values)
+        return int(self.execute("SELECT last_insert_rowid()")[0][0])
+
+    def finish_run(self, run_id: int, status: str, **fields: Any) -> None:
+        sets = ["finished_at = ?", "status = ?", *(f"{k} = ?" for k in fields)]
+        values = [now(), status, *(_jsonable(v) for v in fields.values()), run_id]
+        self.execute(f"UPDATE runs SET {', '.join(sets)} WHERE id = ?", values)
+
+    # -- images -------------------------------------------------------------------
+
+    def images_under(self, root: str) -> dict[str, ImageRow]:
+        cols = ", ".join(_IMAGE_COLUMNS)
+        rows = self.execute(f"SELECT {cols} FROM images WHERE root = ?", (root,))
+        return {r[0]: ImageRow(*r) for r in rows}
+
+    def image_row_for_sha(self, sha256: str) -> ImageRow | None:
+        cols = ", ".join(_IMAGE_COLUMNS)
+        rows = self.execute(
+            f"SELECT {cols} FROM images WHERE sha256 = ? AND status = 'ok' ORDER BY path LIMIT 1", (sha256,)
+        )
+        return ImageRow(*rows[0]) if rows else None
+
+    def upsert_images(self, rows: Iterable[ImageRow], run_id: int) -> None:
+        cols = [*_IMAGE_COLUMNS, "run_id", "updated_at"]
+        stamp = now()
+        self.executemany(
+            f"INSERT OR REPLACE INTO images({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
+            ([getattr(r, c) for c in _IMAGE_COLUMNS] + [run_id, stamp] for r in rows),
+        )
+
+    def delete_images(self, paths: Iterable[str]) -> None:
+        self.executemany("DELETE FROM images WHERE path = ?", ([p] for p in paths))
+
+    def ok_paths_by_sha(self) -> dict[str, list[str]]:
+        """Every embedded content hash with the sorted paths that hold it."""
+        out: dict[str, list[str]] = {}
+        for sha, path in self.execute("SELECT sha256, path FROM images WHERE status = 'ok' ORDER BY sha256, path"):
+            out.setdefault(sha, []).append(path)
+        return out
+
+    def errors(self) -> list[tuple[str, str]]:
+        return [(p, e) for p, e in self.execute("SELECT path, error FROM images WHERE status = 'error' ORDER BY path")]
+
+    def quality(self) -> dict[str, dict[str, Any]]:
+        """Per-path stored metrics, for explaining analysis results."""
+        rows = self.execute(
+            "SELECT path, width, height, entropy, contrast, sharpness, brightness FROM images WHERE status = 'ok'"
+        )
+        keys = ("width", "height", "entropy", "contrast", "sharpness", "brightness")
+        return {r[0]: dict(zip(keys, r[1:], strict=True)) for r in rows}
+
+    # -- vectors ------------------------------------------------------------------
+
+    def embedded_shas(self) -> set[str]:
+        return {r[0] for r in self.execute("SELECT sha256 FROM embeddings")}
+
+    def insert_vectors(self, shas: Sequence[str], vectors: np.ndarray, run_id: int) -> None:
+        dim = int(vectors.shape[1])
+        stamp = now()
+        blobs = [np.ascontiguousarray(v, dtype="<f4").tobytes() for v in vectors]
+        self.executemany(
+            "INSERT OR REPLACE INTO embeddings(sha256, dim, vector, run_id, created_at) VALUES (?, ?, ?, ?, ?)",
+            ((s, dim, b, run_id, stamp) for s, b in zip(shas, blobs, strict=True)),
+        )
+        if self.vec_loaded and self._vec_table_exists():
+            # vec0 rejects INSERT OR REPLACE: delete first.
+            self.executemany(f"DELETE FROM {VEC_TABLE} WHERE sha256 = ?", ([s] for s in shas))
+            self.executemany(f"INSERT INTO {VEC_TABLE}(sha256, embedding) VALUES (?, ?)", zip(shas, blobs, strict=True))
+        else:
+            self.set_meta(vec_index_stale="1")
+
+    def delete_orphan_vectors(self) -> int:
+        """Drop vectors no image points at any more; returns how many."""
+        orphans = [
+            r[0]
+            for r in self.execute(
+                "SELECT sha256 FROM embeddings WHERE sha256 NOT IN (SELECT sha256 FROM images WHERE status = 'ok')"
+            )
+        ]
+        self.executemany("DELETE FROM embeddings WHERE sha256 = ?", ([s] for s in orphans))
+        if self.vec_loaded and self._vec_table_exists():
+            self.executemany(f"DELETE FROM {VEC_TABLE} WHERE sha256 = ?", ([s] for s in orphans))
+        elif orphans:
+            self.set_meta(vec_index_stale="1")
+        return len(orphans)
+
+    def _vec_table_exists(self) -> bool:
+        return bool(self.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (VEC_TABLE,)))
+
+    def ensure_vec_index(self, dim: int) -> None:
+        """Create the vec0 table and bring it level with ``embeddings``."""
+        if not self.vec_loaded:
+            return
+        with self.transaction():
+            if not self._vec_table_exists():
+                self.execute(
+                    f"CREATE VIRTUAL TABLE {VEC_TABLE} USING vec0("
+                    f"sha256 TEXT PRIMARY KEY, embedding float[{dim}] distance_metric=cosine)"
+                )
+                self.set_meta(vec_index_stale="1")
+            if self.meta().get("vec_index_stale") == "1" or self._vec_count() != self._embedding_count():
+                self._rebuild_vec_index()
+
+    def _vec_count(self) -> int:
+        return int(self.execute(f"SELECT count(*) FROM {VEC_TABLE}")[0][0])
+
+    def _embedding_count(self) -> int:
+        return int(self.execute("SELECT count(*) FROM embeddings")[0][0])
+
+    def _rebuild_vec_index(self) -> None:
+        log.info("rebuilding the sqlite-vec index from stored vectors")
+        self.execute(f"DELETE FROM {VEC_TABLE}")
+        self.executemany(
+            f"INSERT INTO {VEC_TABLE}(sha256, embedding) VALUES (?, ?)",
+            self.execute("SELECT sha256, vector FROM embeddings ORDER BY sha256"),
+        )
+        self.set_meta(vec_index_stale="0")
+
+    def load_vectors(self, *, through_vec: bool) -> tuple[list[str], np.ndarray]:
+        """All referenced vectors ordered by sha256, read via vec0 or the plain table."""
+        source = VEC_TABLE if through_vec else "embeddings"
+        column = "embedding" if through_vec else "vector"
+        rows = self.execute(
+            f"SELECT v.sha256, v.{column} FROM {source} AS v "
+            "WHERE v.sha256 IN (SELECT sha256 FROM images WHERE status = 'ok') ORDER BY v.sha256"
+        )
+        dim = int(self.meta().get("dim", "0"))
+        if not rows:
+            return [], np.zeros((0, dim), np.float32)
+        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), -1)
+        return [r[0] for r in rows], matrix.astype(np.float32)
+
+    def knn(self, query: np.ndarray, k: int) -> list[tuple[str, float]]:
+        """sqlite-vec KNN: (sha256, cosine distance) for the k nearest vectors."""
+        blob = np.ascontiguousarray(query, dtype="<f4").tobytes()
+        rows = self.execute(
+            f"SELECT sha256, distance FROM {VEC_TABLE} WHERE embedding MATCH ? AND k = ? ORDER BY distance",
+            (blob, min(k, KNN_MAX)),
+        )
+        return [(str(s), float(d)) for s, d in rows]
+
+    def vectors_for(self, shas: Sequence[str]) -> np.ndarray:
+        """Stored vectors for the given hashes, in that order."""
+        found = dict(
+            self.execute(
+                f"SELECT sha256, vector FROM embeddings WHERE sha256 IN ({', '.join('?' for _ in shas)})", shas
+            )
+        )
+        return np.stack([np.frombuffer(found[s], dtype="<f4") for s in shas]).astype(np.float32)
+
+
+def _split_sql(script: str) -> list[str]:
+    """Split a migration into whole statements, as SQLite's own parser sees them."""
+    statements: list[str] = []
+    current = ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    if current.strip() and not all(ln.strip().startswith("--") for ln in current.strip().splitlines()):
+        raise StoreError("unterminated statement at the end of a migration")
+    return statements
+
+
+def _jsonable(value: Any) -> Any:
+    return json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else value

@@ -1,0 +1,128 @@
+"""Incremental embedding: only new content is embedded, nothing is ever lost."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from embedlab.indexer import IndexMismatch, embed_folder
+from embedlab.store import Store
+
+from .conftest import skimage_image, small
+
+
+def _vectors(index: Path) -> dict[str, bytes]:
+    with Store(index) as store:
+        return dict((s, bytes(v)) for s, v in store.execute("SELECT sha256, vector FROM embeddings"))
+
+
+def _paths(index: Path) -> dict[str, str]:
+    with Store(index) as store:
+        return dict(store.execute("SELECT path, sha256 FROM images WHERE status = 'ok'"))
+
+
+@pytest.fixture
+def folder(work: Path) -> Path:
+    imgs = work / "imgs"
+    imgs.mkdir()
+    for name in ("astronaut", "camera", "coffee", "coins"):
+        small(skimage_image(name), 128).convert("RGB").save(imgs / f"{name}.png")
+    return imgs
+
+
+def test_add_rename_delete_change(work: Path, folder: Path) -> None:
+    first = embed_folder("./imgs", "./index")
+    assert (first.images, first.new, first.embedded_vectors) == (4, 4, 4)
+    before = _vectors(work / "index")
+
+    again = embed_folder("./imgs", "./index")
+    assert (again.unchanged, again.new, again.embedded_vectors) == (4, 0, 0)
+
+    small(skimage_image("moon"), 128).save(folder / "moon.png")  # add
+    (folder / "camera.png").rename(folder / "camera_renamed.png")  # rename
+    (folder / "coins.png").unlink()  # delete
+    small(skimage_image("horse"), 128).convert("RGB").save(folder / "coffee.png")  # change in place
+    report = embed_folder("./imgs", "./index")
+    assert report.embedded_vectors == 2  # moon and the new coffee.png, nothing else
+    assert (report.reused, report.removed, report.unchanged) == (1, 2, 1)
+
+    after = _vectors(work / "index")
+    paths = _paths(work / "index")
+    assert sorted(paths) == ["imgs/astronaut.png", "imgs/camera_renamed.png", "imgs/coffee.png", "imgs/moon.png"]
+    # The renamed file kept its vector bit for bit; untouched ones too.
+    for path in ("imgs/astronaut.png", "imgs/camera_renamed.png"):
+        assert after[paths[path]] == before[paths[path]]
+    # Deleted and replaced contents left the index: one vector per live content.
+    assert set(after) == set(paths.values())
+
+
+def test_copies_share_one_vector_and_broken_files_are_recorded(work: Path, folder: Path) -> None:
+    shutil.copyfile(folder / "coffee.png", folder / "coffee_copy.png")
+    (folder / "broken.png").write_bytes((folder / "camera.png").read_bytes()[:500])
+    report = embed_folder("./imgs", "./index")
+    assert (report.images, report.failed, report.embedded_vectors) == (6, 1, 4)
+    with Store(work / "index") as store:
+        assert store.errors() == [("imgs/broken.png", "OSError: image file is truncated")]
+        by_sha = store.ok_paths_by_sha()
+    assert ["imgs/coffee.png", "imgs/coffee_copy.png"] in by_sha.values()
+
+
+def test_index_is_readable_with_the_stock_sqlite3_module(work: Path, folder: Path) -> None:
+    embed_folder("./imgs", "./index")
+    conn = sqlite3.connect(work / "index" / "embedlab.db")
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    rows = conn.execute("SELECT path, width, height, entropy, status FROM images ORDER BY path").fetchall()
+    (dim, blob) = conn.execute("SELECT dim, vector FROM embeddings LIMIT 1").fetchone()
+    run = conn.execute("SELECT command, status, backbone, dim, versions, counts FROM runs").fetchone()
+    conn.close()
+    assert version >= 1
+    assert [r[0] for r in rows] == ["imgs/astronaut.png", "imgs/camera.png", "imgs/coffee.png", "imgs/coins.png"]
+    assert all(r[1] and r[2] and r[3] > 0 and r[4] == "ok" for r in rows)
+    vec = np.frombuffer(blob, dtype="<f4")
+    assert dim == 1280 and vec.shape == (1280,) and abs(float(np.linalg.norm(vec)) - 1.0) < 1e-5
+    assert run[:4] == ("embed", "ok", "efficientnet_lite0/v1", 1280)
+    assert '"torch"' in run[4] and '"new": 4' in run[5]
+
+
+def test_embedding_without_the_extension_is_caught_up_later(work: Path, folder: Path) -> None:
+    embed_folder("./imgs", "./index")
+    small(skimage_image("moon"), 128).save(folder / "moon.png")
+    with Store(work / "index", use_vec=False) as store:  # as on a Python that cannot load sqlite-vec
+        assert not store.vec_loaded
+        vec = np.zeros((1, 1280), np.float32)
+        vec[0, 0] = 1.0
+        with store.transaction():
+            store.insert_vectors(["f" * 64], vec, run_id=0)
+        assert store.meta()["vec_index_stale"] == "1"
+    with Store(work / "index") as store:
+        store.ensure_vec_index(1280)
+        assert store.meta()["vec_index_stale"] == "0"
+        assert store.knn(vec[0], 1)[0][0] == "f" * 64
+
+
+def test_other_backbone_on_same_index_is_refused(work: Path, folder: Path) -> None:
+    embed_folder("./imgs", "./index")
+    weights = work / "resnet18-test.pth"
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), weights)
+    with pytest.raises(IndexMismatch, match="efficientnet_lite0"):
+        embed_folder("./imgs", "./index", backbone_name="resnet18", weights=str(weights))
+    # A fresh index takes it, auto-detected from assets/weights/.
+    (work / "assets" / "weights").mkdir(parents=True)
+    shutil.move(weights, work / "assets" / "weights" / weights.name)
+    report = embed_folder("./imgs", "./index18", backbone_name="resnet18")
+    assert (report.backbone, report.dim, report.embedded_vectors) == ("resnet18", 512, 4)
+
+
+def test_missing_folder_is_an_error_and_creates_nothing(work: Path) -> None:
+    from embedlab.images import ImageError
+
+    with pytest.raises(ImageError, match="not a folder"):
+        embed_folder("./nope", "./index")
+    assert not (work / "index").exists()
