@@ -17,6 +17,15 @@ from .search import SCORE_DECIMALS, cosine_scores
 
 _BLOCK = 1024
 
+# Quality flags from the metrics stored at embed time. A flagged image is
+# "broken" in a way isolation alone misses: blank or tiny images look alike to
+# a CNN, so they neighbour each other instead of standing out.
+FLAG_PENALTY = 0.5
+BLANK_CONTRAST = 0.02  # std of grey levels / 255
+LOW_ENTROPY_BITS = 2.0
+TINY_SIDE = 32
+EXTREME_ASPECT = 8.0
+
 
 @dataclass(frozen=True)
 class Neighbourhood:
@@ -54,7 +63,7 @@ def neighbourhood(matrix: np.ndarray, k: int, threshold: float) -> Neighbourhood
     return Neighbourhood(index, sim, pairs)
 
 
-class _UnionFind:
+class UnionFind:
     def __init__(self, n: int):
         self.parent = list(range(n))
 
@@ -75,7 +84,7 @@ def duplicate_groups(n_items: int, pairs: list[tuple[int, int, float]], paths: l
 
     Items holding several paths (byte-identical copies) group on their own.
     """
-    uf = _UnionFind(n_items)
+    uf = UnionFind(n_items)
     for i, j, _ in pairs:
         uf.union(i, j)
     members: dict[int, list[str]] = {}
@@ -92,6 +101,23 @@ def isolation_scores(hood: Neighbourhood) -> np.ndarray:
     return np.asarray(1.0 - hood.sim.mean(axis=1))
 
 
+def quality_flags(metrics: dict[str, Any] | None) -> list[str]:
+    """Reasons an image is suspect regardless of its neighbours."""
+    if not metrics:
+        return []
+    flags = []
+    width, height = metrics.get("width") or 0, metrics.get("height") or 0
+    if (metrics.get("contrast") or 0.0) < BLANK_CONTRAST:
+        flags.append("blank")
+    elif (metrics.get("entropy") or 0.0) < LOW_ENTROPY_BITS:
+        flags.append("low_entropy")
+    if min(width, height) < TINY_SIDE:
+        flags.append("tiny")
+    if min(width, height) and max(width, height) / min(width, height) >= EXTREME_ASPECT:
+        flags.append("extreme_aspect")
+    return flags
+
+
 def analyze_vectors(
     matrix: np.ndarray,
     paths: list[list[str]],
@@ -99,11 +125,18 @@ def analyze_vectors(
     threshold: float,
     anomaly_top: int,
     k: int,
+    quality: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The `analyze` answer for unit vectors ``matrix`` whose rows hold ``paths``."""
+    """The `analyze` answer for unit vectors ``matrix`` whose rows hold ``paths``.
+
+    With ``quality`` (path -> stored metrics), flagged images gain FLAG_PENALTY
+    per flag on top of their isolation score.
+    """
     hood = neighbourhood(matrix, k, threshold)
     groups = duplicate_groups(len(paths), hood.pairs, paths)
-    scores = isolation_scores(hood)
+    isolation = isolation_scores(hood)
+    flags = [quality_flags(quality.get(p[0])) if quality is not None else [] for p in paths]
+    scores = isolation + FLAG_PENALTY * np.array([min(len(f), 1) for f in flags], dtype=np.float64)
     # Most isolated first; ties by path so output order never depends on chance.
     ranked = sorted(range(len(paths)), key=lambda i: (-round(float(scores[i]), 9), paths[i][0]))
     anomalies: list[str] = []
@@ -117,6 +150,8 @@ def analyze_vectors(
                 {
                     "path": path,
                     "score": round(float(scores[i]), SCORE_DECIMALS),
+                    "isolation": round(float(isolation[i]), SCORE_DECIMALS),
+                    "flags": flags[i],
                     "neighbours": [
                         {"path": paths[int(j)][0], "score": round(float(s), SCORE_DECIMALS)}
                         for j, s in zip(hood.index[i], hood.sim[i], strict=True)

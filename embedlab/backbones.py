@@ -1,8 +1,8 @@
 """Pretrained vision backbones, each with its own preprocessing, loaded offline.
 
-A backbone is the full recipe that turns an RGB image into a vector: weights,
-resize/crop, normalisation and pooling. Its ``signature`` goes into the index so
-that vectors from different recipes are never mixed.
+A backbone is everything that turns an RGB image into a vector: weights,
+resize/crop, normalisation, pooling and the descriptor recipe. Its ``signature``
+goes into the index so that vectors of different making are never mixed.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import hashlib
 import os
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +20,11 @@ import torch
 from PIL import Image
 from torch import nn
 
+from .descriptor import DEFAULT_RECIPE, RECIPES, Recipe, compose, layout_features
+
 DEFAULT_BACKBONE = "efficientnet_lite0"
 WEIGHTS_DIR = Path("assets/weights")
-# Bumped whenever preprocessing or pooling changes what a vector means.
+# Bumped whenever preprocessing, pooling or a recipe changes what a vector means.
 EMBEDDING_VERSION = "1"
 # Fixed forward-pass shape and thread count: both change float rounding, and
 # vectors must not depend on how a run happened to be batched or scheduled.
@@ -44,16 +46,27 @@ class Preprocess:
     std: tuple[float, float, float]
     resample: Image.Resampling
 
+    def crop_box(self, width: int, height: int) -> tuple[float, float, float, float]:
+        """The centre square, in source pixels, that the network sees."""
+        side = min(width, height) * self.crop / self.resize
+        left, top = (width - side) / 2.0, (height - side) / 2.0
+        return (left, top, left + side, top + side)
+
     def __call__(self, rgb: Image.Image) -> np.ndarray:
-        w, h = rgb.size
-        side = min(w, h) * self.crop / self.resize  # crop size in source pixels
-        left, top = (w - side) / 2.0, (h - side) / 2.0
         # Resampling only the crop box equals resize-then-crop without ever
         # materialising a huge intermediate for extreme aspect ratios.
-        img = rgb.resize((self.crop, self.crop), self.resample, box=(left, top, left + side, top + side))
+        img = rgb.resize((self.crop, self.crop), self.resample, box=self.crop_box(*rgb.size))
         unit = np.asarray(img, dtype=np.float32) / np.float32(255.0)
         normed = (unit - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         return np.ascontiguousarray(normed.transpose(2, 0, 1), dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One image ready for the forward pass: network input and layout part."""
+
+    tensor: np.ndarray
+    layout: np.ndarray
 
 
 @dataclass
@@ -61,16 +74,30 @@ class Backbone:
     """A loaded model and everything needed to reproduce its vectors."""
 
     name: str
-    dim: int
+    cnn_dim: int
     weights_path: Path
     weights_sha256: str
     preprocess: Preprocess
     trunk: nn.Module  # image batch -> feature map (B, C, H, W)
     head: nn.Module  # pooled features -> ImageNet logits, used to prove the weights loaded
+    recipe: Recipe = field(default_factory=lambda: RECIPES[DEFAULT_RECIPE])
+
+    @property
+    def dim(self) -> int:
+        return self.cnn_dim + self.recipe.extra_dims
 
     @property
     def signature(self) -> str:
-        return f"{self.name}/v{EMBEDDING_VERSION}"
+        return f"{self.name}/{self.recipe.name}/v{EMBEDDING_VERSION}"
+
+    def prepare(self, rgb: Image.Image) -> Prepared:
+        """Thread-safe CPU work for one image (runs in the decode workers)."""
+        return Prepared(self.preprocess(rgb), layout_features(rgb, self.preprocess.crop_box(*rgb.size)))
+
+    def vectors(self, prepared: Sequence[Prepared]) -> np.ndarray:
+        """Stored vectors (unit float32) for prepared images."""
+        cnn = self.features(np.stack([p.tensor for p in prepared]))
+        return compose(cnn, np.stack([p.layout for p in prepared]), self.recipe)
 
     @torch.inference_mode()
     def features(self, batch: np.ndarray) -> np.ndarray:
@@ -94,7 +121,7 @@ class Backbone:
         return self.head(fmap.mean(dim=(2, 3))).numpy()
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
-        return self.features(np.stack([self.preprocess(im) for im in images]))
+        return self.vectors([self.prepare(im) for im in images])
 
 
 def set_determinism(seed: int) -> None:
@@ -204,13 +231,15 @@ def default_weights(name: str, weights_dir: Path = WEIGHTS_DIR) -> Path:
     return candidates[0]
 
 
-def load_backbone(name: str, weights: str | os.PathLike[str] | None = None) -> Backbone:
+def load_backbone(name: str, weights: str | os.PathLike[str] | None = None, recipe: str = DEFAULT_RECIPE) -> Backbone:
     """Build a backbone from local weights only; never touches the network."""
     if name not in _BUILDERS:
         raise BackboneError(f"unknown backbone {name!r}; choose from {', '.join(BACKBONES)}")
+    if recipe not in RECIPES:
+        raise BackboneError(f"unknown recipe {recipe!r}; choose from {', '.join(RECIPES)}")
     path = Path(weights) if weights is not None else default_weights(name)
     if not path.is_file():
         raise BackboneError(f"weights file not found: {path}")
     _configure_torch()
     trunk, head, pre, dim = _BUILDERS[name](path)
-    return Backbone(name, dim, path, file_sha256(path), pre, trunk, head)
+    return Backbone(name, dim, path, file_sha256(path), pre, trunk, head, RECIPES[recipe])

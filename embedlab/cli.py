@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -14,6 +15,7 @@ from typing import Any
 
 from . import __version__
 from .backbones import BACKBONES, BackboneError
+from .descriptor import RECIPES
 from .images import ImageError, display_root, path_token, scan_images
 from .indexer import IndexMismatch, embed_folder, embed_paths, resolve_backbone
 from .store import Store, StoreError
@@ -69,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="state-dict file; default: the packaged weights (efficientnet_lite0) or assets/weights/<backbone>*.pth",
     )
+    embed.add_argument(
+        "--recipe",
+        choices=tuple(RECIPES),
+        default=None,
+        help="vector recipe: hybrid (CNN + layout, calibrated for --dup-threshold 0.92; default for a new index) "
+        "or plain (pooled CNN features only)",
+    )
     embed.add_argument("--workers", type=_positive, default=2, help="threads decoding images (default 2)")
     embed.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
 
@@ -90,9 +99,31 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--anomaly-top", type=int, default=8, help="how many anomalies to list (default 8)")
     analyze.add_argument("--k", type=_positive, default=5, help="neighbours used to score isolation (default 5)")
     analyze.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    analyze.add_argument(
-        "--exact", action="store_true", help="read vectors from the plain table, not through sqlite-vec"
+
+    evaluate = sub.add_parser(
+        "evaluate", help="retrieval quality of an index whose images sit in one subfolder per class"
     )
+    evaluate.add_argument("--index", required=True, help="index of a folder laid out as CLASS/image files")
+    evaluate.add_argument(
+        "--k", default="1,5,10", help="comma-separated cut-offs for P@k and recall@k (default 1,5,10)"
+    )
+    evaluate.add_argument(
+        "--exclude-same",
+        metavar="REGEX",
+        default=None,
+        help="skip results whose path gives the same first regex group as the query's "
+        "(e.g. '/(patient\\d+)_' keeps one patient's other images out of its results)",
+    )
+    evaluate.add_argument("--json", action="store_true", help="one JSON object on stdout")
+
+    calibrate = sub.add_parser(
+        "calibrate", help="suggest a --dup-threshold by planting known near-duplicates of indexed images"
+    )
+    calibrate.add_argument("--index", required=True, help="index folder written by embed (its image files must exist)")
+    calibrate.add_argument("--sample", type=_positive, default=40, help="indexed images to transform (default 40)")
+    calibrate.add_argument("--seed", type=int, default=0, help="seed for choosing the sample (default 0)")
+    calibrate.add_argument("--plot", default=None, help="also write the PR curve to this PNG (needs matplotlib)")
+    calibrate.add_argument("--json", action="store_true", help="one JSON object on stdout")
     return parser
 
 
@@ -123,6 +154,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         args.out,
         backbone_name=args.backbone,
         weights=args.weights,
+        recipe=args.recipe,
         batch_size=args.batch_size,
         seed=args.seed,
         workers=args.workers,
@@ -137,8 +169,9 @@ def cmd_embed(args: argparse.Namespace) -> int:
         report.failed,
     )
     log.info(
-        "backbone %s, dim %d, %d vectors computed in %.2fs (%.1f images/s), total %.2fs",
+        "backbone %s (recipe %s), dim %d, %d vectors computed in %.2fs (%.1f images/s), total %.2fs",
         report.backbone,
+        report.recipe,
         report.dim,
         report.embedded_vectors,
         report.timings.get("embed", 0.0),
@@ -203,12 +236,19 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if args.anomaly_top < 0:
         raise CliError("--anomaly-top must be 0 or more")
     started = time.perf_counter()
-    with _open_index(args.index, args.exact) as store:
+    with _open_index(args.index, exact=True) as store:
         meta = store.meta()
-        shas, matrix = store.load_vectors(through_vec=store.vec_loaded)
+        # All-pairs work needs every vector in memory; the plain table reads them
+        # far faster than a full vec0 scan (bench/speed.py), bit for bit the same.
+        shas, matrix = store.load_vectors(through_vec=False)
         by_sha = store.ok_paths_by_sha()
         result = analyze_vectors(
-            matrix, [by_sha[s] for s in shas], threshold=args.dup_threshold, anomaly_top=args.anomaly_top, k=args.k
+            matrix,
+            [by_sha[s] for s in shas],
+            threshold=args.dup_threshold,
+            anomaly_top=args.anomaly_top,
+            k=args.k,
+            quality=store.quality(),
         )
         result["unreadable"] = [{"path": p, "error": e} for p, e in store.errors()]
         result.update(
@@ -218,7 +258,6 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             unique_vectors=len(shas),
             dup_threshold=args.dup_threshold,
             k=args.k,
-            engine="sqlite-vec" if store.vec_loaded else "numpy",
         )
     log.info(
         "%d duplicate groups, %d anomalies, %d unreadable, %.2fs",
@@ -247,7 +286,73 @@ def _print_analysis(result: dict[str, Any]) -> None:
             print(f"  {item['path']}: {item['error']}")
 
 
-COMMANDS = {"embed": cmd_embed, "search": cmd_search, "analyze": cmd_analyze}
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import class_of, retrieval_metrics, same_group
+
+    try:
+        ks = sorted({int(x) for x in args.k.split(",")})
+    except ValueError:
+        raise CliError("--k takes comma-separated whole numbers, e.g. 1,5,10") from None
+    if not ks or ks[0] < 1:
+        raise CliError("--k values must be at least 1")
+    with _open_index(args.index, exact=True) as store:
+        shas, matrix = store.load_vectors(through_vec=False)
+        by_sha, roots = store.ok_paths_by_sha(), store.roots()
+    rows = [(path, i) for i, sha in enumerate(shas) for path in by_sha[sha]]
+    labels = [class_of(path, roots[path]) for path, _ in rows]
+    if len(set(labels) - {""}) < 2:
+        raise CliError("evaluate needs images in at least two class subfolders under the indexed folder")
+    names = [path for path, _ in rows]
+    exclude = None
+    if args.exclude_same:
+        try:
+            same = same_group(args.exclude_same)
+        except re.error as exc:
+            raise CliError(f"--exclude-same is not a valid regex: {exc}") from None
+        exclude = lambda i, j: same(names[i], names[j])  # noqa: E731
+    metrics = retrieval_metrics(matrix[[i for _, i in rows]], labels, ks=ks, exclude=exclude)
+    result = {"images": len(rows), "classes": len(set(labels)), **{k: round(v, 4) for k, v in metrics.items()}}
+    if args.json:
+        print(json.dumps(result, separators=(",", ":")))
+    else:
+        for key, value in result.items():
+            print(f"{key:>12}  {value}")
+    return EXIT_OK
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from .calibration import calibrate, save_plot
+
+    with _open_index(args.index, exact=True) as store:
+        backbone = resolve_backbone(store, None, None)
+        shas, matrix = store.load_vectors(through_vec=False)
+        by_sha = store.ok_paths_by_sha()
+    if len(shas) < 2:
+        raise CliError("calibrate needs an index of at least two images")
+    result = calibrate(backbone, shas, matrix, [by_sha[s] for s in shas], sample=args.sample, seed=args.seed)
+    if result.sampled == 0:
+        raise CliError("none of the sampled images could be read from disk; run calibrate where they live")
+    report = result.as_dict()
+    if args.plot and not save_plot(result, Path(args.plot)):
+        log.warning("matplotlib is not installed; no plot written")
+    if args.json:
+        print(json.dumps(report, separators=(",", ":")))
+        return EXIT_OK
+    print(f"sampled {report['sampled_images']} images x {len(report['per_variant'])} transforms")
+    print("threshold  precision  recall   f1")
+    for row in report["pr_table"]:
+        print(f"{row['threshold']:>9.2f}  {row['precision']:>9.3f}  {row['recall']:>6.3f}  {row['f1']:.3f}")
+    print(f"suggested --dup-threshold {report['suggested_dup_threshold']}")
+    return EXIT_OK
+
+
+COMMANDS = {
+    "embed": cmd_embed,
+    "search": cmd_search,
+    "analyze": cmd_analyze,
+    "evaluate": cmd_evaluate,
+    "calibrate": cmd_calibrate,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

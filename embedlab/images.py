@@ -139,6 +139,11 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def viewed_rgb(img: Image.Image) -> Image.Image:
+    """EXIF orientation applied, then RGB: the picture as a viewer shows it."""
+    return to_rgb(ImageOps.exif_transpose(img))
+
+
 def decode(path: str | os.PathLike[str]) -> Decoded:
     """Open an image fully, apply EXIF orientation and return RGB pixels.
 
@@ -152,8 +157,7 @@ def decode(path: str | os.PathLike[str]) -> Decoded:
                 mode = img.mode
                 img.seek(0)
                 img.load()
-                oriented = ImageOps.exif_transpose(img)
-                rgb = to_rgb(oriented)
+                rgb = viewed_rgb(img)
                 rgb.load()
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"{type(exc).__name__}: {_one_line(exc, path)}") from None

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .backbones import DEFAULT_BACKBONE, Backbone, load_backbone, set_determinism
+from .backbones import DEFAULT_BACKBONE, Backbone, Prepared, load_backbone, set_determinism
+from .descriptor import DEFAULT_RECIPE
 from .images import (
     Decoded,
     ImageError,
@@ -50,6 +51,7 @@ class EmbedReport:
     failed: int = 0
     embedded_vectors: int = 0
     backbone: str = ""
+    recipe: str = ""
     dim: int = 0
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
@@ -92,11 +94,11 @@ def check_compatible(store: Store, backbone: Backbone) -> None:
         )
 
 
-def resolve_backbone(store: Store, name: str | None, weights: str | None) -> Backbone:
-    """The index's own backbone unless the user names one (which must then match)."""
+def resolve_backbone(store: Store, name: str | None, weights: str | None, recipe: str | None = None) -> Backbone:
+    """The index's own backbone and recipe unless the user names one (which must then match)."""
     meta = store.meta()
     chosen = name or meta.get("backbone") or DEFAULT_BACKBONE
-    backbone = load_backbone(chosen, weights)
+    backbone = load_backbone(chosen, weights, recipe or meta.get("recipe") or DEFAULT_RECIPE)
     check_compatible(store, backbone)
     return backbone
 
@@ -107,10 +109,10 @@ class _Job:
     sha256: str
 
 
-def _decode_job(job: _Job, backbone: Backbone) -> tuple[_Job, Decoded | None, np.ndarray | None, str | None]:
+def _decode_job(job: _Job, backbone: Backbone) -> tuple[_Job, Decoded | None, Prepared | None, str | None]:
     try:
         decoded = decode(job.info.abspath)
-        return job, decoded, backbone.preprocess(decoded.rgb), None
+        return job, decoded, backbone.prepare(decoded.rgb), None
     except ImageError as exc:
         return job, None, None, str(exc)
 
@@ -126,6 +128,7 @@ def embed_folder(
     *,
     backbone_name: str | None = None,
     weights: str | None = None,
+    recipe: str | None = None,
     batch_size: int = 32,
     seed: int = 0,
     workers: int = 2,
@@ -138,11 +141,12 @@ def embed_folder(
     report = EmbedReport(images=len(files))
     with Store(out, create=True) as store:
         t0 = time.perf_counter()
-        backbone = resolve_backbone(store, backbone_name, weights)
-        report.backbone, report.dim = backbone.name, backbone.dim
+        backbone = resolve_backbone(store, backbone_name, weights, recipe)
+        report.backbone, report.recipe, report.dim = backbone.name, backbone.recipe.name, backbone.dim
         report.timings["load_model"] = time.perf_counter() - t0
         store.set_meta(
             backbone=backbone.name,
+            recipe=backbone.recipe.name,
             signature=backbone.signature,
             weights_sha256=backbone.weights_sha256,
             weights_file=backbone.weights_path.name,
@@ -241,18 +245,18 @@ def _write_batch(
     store: Store,
     backbone: Backbone,
     root: str,
-    results: list[tuple[_Job, Decoded | None, np.ndarray | None, str | None]],
+    results: list[tuple[_Job, Decoded | None, Prepared | None, str | None]],
     done: dict[str, ImageRow],
     report: EmbedReport,
     run_id: int,
 ) -> None:
     """Embed one batch and commit its vectors and rows together."""
     rows: list[ImageRow] = []
-    to_embed: list[tuple[str, np.ndarray]] = []
+    to_embed: list[tuple[str, Prepared]] = []
     batch_rows: dict[str, ImageRow] = {}
-    for job, decoded, tensor, error in results:
+    for job, decoded, prepared, error in results:
         info = job.info
-        if decoded is None or tensor is None:
+        if decoded is None or prepared is None:
             log.warning("%s: skipped, %s", path_token(info.path), error)
             rows.append(_error_row(info, root, job.sha256, error or "unreadable"))
             report.failed += 1
@@ -277,8 +281,8 @@ def _write_batch(
         )
         rows.append(row)
         batch_rows[job.sha256] = row
-        to_embed.append((job.sha256, tensor))
-    vectors = backbone.features(np.stack([t for _, t in to_embed])) if to_embed else None
+        to_embed.append((job.sha256, prepared))
+    vectors = backbone.vectors([p for _, p in to_embed]) if to_embed else None
     with store.transaction():
         if vectors is not None:
             store.insert_vectors([s for s, _ in to_embed], vectors, run_id)
@@ -298,16 +302,16 @@ def embed_paths(backbone: Backbone, paths: Sequence[Path], batch_size: int = 32)
     out: list[np.ndarray | str] = []
     for start in range(0, len(paths), max(1, batch_size)):
         chunk = paths[start : start + batch_size]
-        tensors: list[np.ndarray] = []
+        prepared: list[Prepared] = []
         slots: list[int] = []
         for path in chunk:
             try:
-                tensors.append(backbone.preprocess(decode(path).rgb))
+                prepared.append(backbone.prepare(decode(path).rgb))
                 slots.append(len(out))
                 out.append("")
             except ImageError as exc:
                 out.append(str(exc))
-        if tensors:
-            for slot, vec in zip(slots, backbone.features(np.stack(tensors)), strict=True):
+        if prepared:
+            for slot, vec in zip(slots, backbone.vectors(prepared), strict=True):
                 out[slot] = vec
     return out

@@ -62,6 +62,6 @@ class Searcher:
                 return [], np.zeros(0)
             return shas, cosine_scores(self.store.vectors_for(shas), query)
         assert self._matrix is not None
-        scores = cosine_scores(self._matrix, query)
-        keep = np.argpartition(-scores, want - 1)[:want] if len(scores) > want else np.arange(len(scores))
-        return [self._shas[i] for i in keep], scores[keep]
+        rough = self._matrix @ query.astype(np.float32)  # float32 BLAS scan, then exact re-score
+        keep = np.argpartition(-rough, want - 1)[:want] if len(rough) > want else np.arange(len(rough))
+        return [self._shas[i] for i in keep], cosine_scores(self._matrix[keep], query)

@@ -208,6 +208,10 @@ class Store:
             out.setdefault(sha, []).append(path)
         return out
 
+    def roots(self) -> dict[str, str]:
+        """path -> the --images-dir it was indexed from."""
+        return dict(self.execute("SELECT path, root FROM images WHERE status = 'ok'"))
+
     def errors(self) -> list[tuple[str, str]]:
         return [(p, e) for p, e in self.execute("SELECT path, error FROM images WHERE status = 'error' ORDER BY path")]
 
@@ -278,7 +282,8 @@ class Store:
         return int(self.execute("SELECT count(*) FROM embeddings")[0][0])
 
     def _rebuild_vec_index(self) -> None:
-        log.info("rebuilding the sqlite-vec index from stored vectors")
+        if self._embedding_count():
+            log.info("rebuilding the sqlite-vec index from stored vectors")
         self.execute(f"DELETE FROM {VEC_TABLE}")
         self.executemany(
             f"INSERT INTO {VEC_TABLE}(sha256, embedding) VALUES (?, ?)",

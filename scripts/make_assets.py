@@ -2,134 +2,41 @@
 
 Writes ``images/`` (bases, planted near-duplicates, oddballs, one broken file),
 ``queries/``, ``ground_truth.json``, ``PROVENANCE.md`` and ``weights/README.md``.
-Every source image is read straight from files that scikit-image and pydicom ship,
-so no network is needed, and a fixed seed gives the same bytes on every run.
+Most source images are read straight from files that scikit-image and pydicom ship.
+The MRI slices come from the Debian package ``mricron-data`` (Colin27 T1 template), which
+``bench/datasets.py`` fetches once with ``apt-get download`` into a git-ignored cache and
+parses with numpy; its functions are reused here. A fixed seed gives the same bytes on every run.
 
-Usage: ``python scripts/make_assets.py [--out assets] [--seed 0]``
+Usage: ``python scripts/make_assets.py [--out assets] [--seed 0] [--cache bench/.cache]``
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import io
 import json
 import shutil
+import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 from importlib import metadata
-from importlib.util import find_spec
+from importlib.util import find_spec, module_from_spec, spec_from_file_location
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
-from PIL import ExifTags, Image, ImageEnhance, ImageFilter
+from PIL import Image, ImageEnhance
 
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 MAX_SIDE = 320
 JPEG_BASE_QUALITY = 90
-SaveKwargs = dict[str, Any]
-Variant = Callable[[Image.Image], tuple[Image.Image, SaveKwargs]]
 
-
-# --------------------------------------------------------------------------- variants
-# Each variant maps a decoded image to (new image, save kwargs). An empty kwargs dict
-# means "encode like the original"; a "format" key forces that encoding.
-
-
-def half(img: Image.Image) -> tuple[Image.Image, SaveKwargs]:
-    """Resize to 50 % with Lanczos."""
-    return img.resize((max(1, img.width // 2), max(1, img.height // 2)), Image.Resampling.LANCZOS), {}
-
-
-def jpeg35(img: Image.Image) -> tuple[Image.Image, SaveKwargs]:
-    """Re-encode as JPEG quality 35."""
-    return img, {"format": "JPEG", "quality": 35}
-
-
-def half_jpeg60(img: Image.Image) -> tuple[Image.Image, SaveKwargs]:
-    """Resize to 50 % and encode as JPEG quality 60."""
-    return half(img)[0], {"format": "JPEG", "quality": 60}
-
-
-def crop6(img: Image.Image) -> tuple[Image.Image, SaveKwargs]:
-    """Crop 6 % off every side (no resize back)."""
-    dx, dy = round(img.width * 0.06), round(img.height * 0.06)
-    return img.crop((dx, dy, img.width - dx, img.height - dy)), {}
-
-
-def rot4(img: Image.Image) -> tuple[Image.Image, SaveKwargs]:
-    """Rotate 4 degrees counter-clockwise, same canvas (black corners)."""
-    return img.rotate(4, resample=Image.Resampling.BICUBIC, expand=False), {}
-
-
-def blur15(img: Image.Image) -> tuple[Image.Image, SaveKwargs]:
-    """Gaussian blur, radius 1.5."""
-    return img.filter(ImageFilter.GaussianBlur(1.5)), {}
-
-
-def bright12(img: Image.Image) -> tuple[Image.Image, SaveKwargs]:
-    """Brightness x1.2."""
-    return ImageEnhance.Brightness(img).enhance(1.2), {}
-
-
-def gray(img: Image.Image) -> tuple[Image.Image, SaveKwargs]:
-    """Convert to 8-bit grayscale."""
-    return img.convert("L"), {}
-
-
-def png16(img: Image.Image) -> tuple[Image.Image, SaveKwargs]:
-    """Same (grayscale) pixels as a 16-bit PNG, values x257."""
-    arr = np.asarray(img.convert("L"), dtype=np.uint16) * 257
-    return Image.fromarray(arr), {"format": "PNG"}
-
-
-def cmyk(img: Image.Image) -> tuple[Image.Image, SaveKwargs]:
-    """Same pixels as a CMYK JPEG (quality 90)."""
-    return img.convert("RGB").convert("CMYK"), {"format": "JPEG", "quality": 90}
-
-
-def palette(img: Image.Image) -> tuple[Image.Image, SaveKwargs]:
-    """Same pixels quantized to a 256-colour palette PNG."""
-    return img.quantize(colors=256), {"format": "PNG"}
-
-
-def rgba(img: Image.Image) -> tuple[Image.Image, SaveKwargs]:
-    """Same pixels as an RGBA PNG with an opaque alpha channel."""
-    return img.convert("RGBA"), {"format": "PNG"}
-
-
-def exif_rot(img: Image.Image) -> tuple[Image.Image, SaveKwargs]:
-    """Pixels stored rotated 90 degrees CCW with EXIF Orientation=6, so EXIF-aware viewers show the original."""
-    exif = Image.Exif()
-    exif[ExifTags.Base.Orientation] = 6
-    return img.transpose(Image.Transpose.ROTATE_90), {"format": "JPEG", "quality": 90, "exif": exif.tobytes()}
-
-
-VARIANTS: dict[str, Variant] = {
-    "half": half,
-    "jpeg35": jpeg35,
-    "half_jpeg60": half_jpeg60,
-    "crop6": crop6,
-    "rot4": rot4,
-    "blur15": blur15,
-    "bright12": bright12,
-    "gray": gray,
-    "png16": png16,
-    "cmyk": cmyk,
-    "palette": palette,
-    "rgba": rgba,
-    "exif_rot": exif_rot,
-}
-
-
-def apply_variant(img: Image.Image, spec: str) -> tuple[Image.Image, SaveKwargs]:
-    """Apply a variant spec such as ``"crop6+jpeg35"`` left to right; later save kwargs win."""
-    kwargs: SaveKwargs = {}
-    for name in spec.split("+"):
-        img, extra = VARIANTS[name](img)
-        kwargs.update(extra)
-    return img, kwargs
-
+from embedlab.transforms import VARIANTS, SaveKwargs, apply_variant  # noqa: E402
 
 # --------------------------------------------------------------------------- sources
 SKIMAGE_LICENCES = {
@@ -223,6 +130,74 @@ def load_dicom(
     return _fit(img.crop(box) if box else img)
 
 
+# Colin27 ("ch2"): T1 MRI, 1 mm, with skull, from mricron-data. Axial slices are indices along
+# the inferior->superior axis after reorientation to RAS (MNI z = index - 71 mm). These three are
+# 22 slices apart across the ventricles region: midbrain/basal-ganglia level, the lateral
+# ventricles (original of a duplicate group), and the white matter just above them.
+COLIN27_FILE = "ch2.nii.gz"
+COLIN27_SLICES = (64, 86, 108)
+MRICRON_ORIGIN = (
+    "Colin27 ('ch2') T1 MRI template, 1 mm, with skull: average of 27 scans of one subject "
+    "(Holmes et al. 1998, MNI), as shipped with MRIcron"
+)
+MRICRON_LICENCE = "BSD-3-clause (see note 2)"
+
+
+def _bench_datasets() -> ModuleType:
+    """``bench/datasets.py``, loaded by path (``bench/`` is not a package)."""
+    name = "embedlab_bench_datasets"
+    if name not in sys.modules:
+        spec = spec_from_file_location(name, ROOT / "bench" / "datasets.py")
+        if spec is None or spec.loader is None:
+            raise RuntimeError("bench/datasets.py not found")
+        module = module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up here while the file executes
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def default_cache() -> Path:
+    """The cache ``bench/datasets.py`` uses (``bench/.cache``, git-ignored)."""
+    return Path(_bench_datasets().DEFAULT_CACHE)
+
+
+def _mricron_root(cache_dir: Path) -> Path:
+    """Unpacked ``mricron-data`` (downloaded with ``apt-get download`` on first use)."""
+    ds = _bench_datasets()
+    return Path(ds.fetch_deb(ds.MEDICAL_PACKAGE, cache_dir))
+
+
+def mricron_version(cache_dir: Path) -> str:
+    """Debian version of the unpacked ``mricron-data``, from its changelog's first line."""
+    changelog = _bench_datasets()._find_one(_mricron_root(cache_dir), "changelog.Debian.gz")
+    with gzip.open(changelog, "rt", encoding="utf-8") as fh:
+        first = fh.readline()
+    return first.split("(", 1)[1].split(")", 1)[0]
+
+
+def mricron_path(cache_dir: Path, name: str) -> str:
+    """Where ``name`` lies inside the package (relative, e.g. ``usr/share/mricron/templates/ch2.nii.gz``)."""
+    root = _mricron_root(cache_dir)
+    return _bench_datasets()._find_one(root, name).relative_to(root).as_posix()
+
+
+@cache
+def _colin27_gray(cache_dir: Path) -> np.ndarray:
+    """Colin27 as an 8-bit RAS volume, windowed like the ``mri`` volumes of ``bench/datasets.py``."""
+    ds = _bench_datasets()
+    raw, matrix = ds.read_nifti(ds._find_one(_mricron_root(cache_dir), COLIN27_FILE))
+    volume = ds.to_ras(raw, matrix)
+    head = volume > 0.15 * np.percentile(volume[volume > 0], 99.0)
+    low, high = ds._window(volume, head)
+    return np.clip((volume - low) * (255.0 / (high - low)), 0, 255).round().astype(np.uint8)
+
+
+def load_colin27(index: int, cache_dir: Path) -> Image.Image:
+    """One axial slice of Colin27 (anterior up, native 1 mm pixels), fitted to MAX_SIDE."""
+    axial = _bench_datasets().cut(_colin27_gray(cache_dir), "axial", index)
+    return _fit(Image.fromarray(np.ascontiguousarray(axial, dtype=np.uint8), "L"))
+
+
 @dataclass
 class Base:
     """One distinct base image."""
@@ -257,7 +232,12 @@ def _dcm(
     )
 
 
-def base_catalogue() -> list[Base]:
+def _mri(index: int, cache_dir: Path) -> Base:
+    bid = f"colin27_ax{index}"
+    return Base(bid, "mri", "mricron-data", COLIN27_FILE, lambda: load_colin27(index, cache_dir))
+
+
+def base_catalogue(cache_dir: Path) -> list[Base]:
     """All base images; crops from one source never overlap."""
     bases = [
         _sk(name.split(".")[0], "photo", name)
@@ -285,13 +265,14 @@ def base_catalogue() -> list[Base]:
         _dcm("nm_upper", "nuclear", "JPEG2000.dcm", box=(0, 0, 256, 448)),
         _dcm("nm_lower", "nuclear", "JPEG2000.dcm", box=(0, 576, 256, 1024)),
     ]
-    bases += [_dcm(f"echo_{f}", "ultrasound", "examples_ybr_color.dcm", frame=f) for f in (0, 10, 20)]
+    bases += [_dcm(f"echo_{f}", "ultrasound", "examples_ybr_color.dcm", frame=f) for f in (0, 20)]
+    bases += [_mri(index, cache_dir) for index in COLIN27_SLICES]
     return bases
 
 
 # base id -> variant specs; "copy" means a byte-identical copy of the original file
 DUPLICATE_PLAN: dict[str, list[str]] = {
-    "astronaut": ["half", "jpeg35", "cmyk", "exif_rot", "crop6+jpeg35"],
+    "astronaut": ["half", "jpeg35", "cmyk", "exif_rot"],
     "camera": ["png16", "crop6", "blur15", "half_jpeg60"],
     "chelsea": ["gray", "rot4", "palette", "bright12"],
     "coffee": ["half_jpeg60", "bright12", "rgba", "crop6+jpeg35"],
@@ -311,13 +292,14 @@ DUPLICATE_PLAN: dict[str, list[str]] = {
     "echo_0": ["jpeg35", "rgba", "rot4+bright12", "half"],
     "phantom": ["rot4", "exif_rot", "blur15", "png16"],
     "nm_upper": ["copy"],
+    f"colin27_ax{COLIN27_SLICES[1]}": ["png16", "crop6", "jpeg35"],
 }
 
 HARD_NEGATIVES: list[list[str]] = [
     [f"hubble_{i}" for i in range(9)],
     *([f"{t}_{i}" for i in range(6)] for t in ("brick", "grass", "gravel")),
     [f"ihc_{i}" for i in range(6)],
-    ["echo_0", "echo_10", "echo_20"],
+    [f"colin27_ax{index}" for index in COLIN27_SLICES],
     ["nm_upper", "nm_lower"],
     ["ct_head_a", "ct_head_b"],
 ]
@@ -402,14 +384,16 @@ def _record(src: Base | None, img: Image.Image, kwargs: SaveKwargs, **extra: Any
     return rec
 
 
-def _versions() -> dict[str, str]:
-    return {pkg: metadata.version(pkg) for pkg in ("numpy", "pillow", "scikit-image", "pydicom")}
+def _versions(cache_dir: Path) -> dict[str, str]:
+    versions = {pkg: metadata.version(pkg) for pkg in ("numpy", "pillow", "scikit-image", "pydicom")}
+    return versions | {"mricron-data": mricron_version(cache_dir)}
 
 
-def generate(out_dir: Path, seed: int = 0) -> dict[str, Any]:
-    """Write all assets under ``out_dir`` and return the ground truth."""
+def generate(out_dir: Path, seed: int = 0, cache_dir: Path | None = None) -> dict[str, Any]:
+    """Write all assets under ``out_dir`` and return the ground truth (``cache_dir``: mricron-data cache)."""
+    cache_dir = default_cache() if cache_dir is None else cache_dir
     rng = np.random.default_rng(seed)
-    bases = {b.id: b for b in base_catalogue()}
+    bases = {b.id: b for b in base_catalogue(cache_dir)}
     items: list[Item] = []
     originals: dict[str, tuple[bytes, Image.Image]] = {}
     for base in bases.values():
@@ -448,10 +432,10 @@ def generate(out_dir: Path, seed: int = 0) -> dict[str, Any]:
     items.append(Item(data[: int(len(data) * 0.4)], "png", rec | {"source": "generated; first 40% of a valid PNG"}))
 
     names = _write_images(out_dir / "images", items, rng)
-    truth = _ground_truth(items, names, seed)
+    truth = _ground_truth(items, names, seed, _versions(cache_dir))
     truth["queries"], truth["query_transforms"] = _write_queries(out_dir / "queries", originals, truth)
     (out_dir / "ground_truth.json").write_text(json.dumps(truth, indent=2, sort_keys=True) + "\n")
-    _write_docs(out_dir, bases, seed)
+    _write_docs(out_dir, bases, seed, cache_dir)
     return truth
 
 
@@ -466,7 +450,7 @@ def _write_images(folder: Path, items: list[Item], rng: np.random.Generator) -> 
     return names
 
 
-def _ground_truth(items: list[Item], names: list[str], seed: int) -> dict[str, Any]:
+def _ground_truth(items: list[Item], names: list[str], seed: int, versions: dict[str, str]) -> dict[str, Any]:
     images = {name: item.record for name, item in zip(names, items, strict=True)}
     by_base: dict[str, list[str]] = {}
     originals: dict[str, str] = {}
@@ -478,7 +462,7 @@ def _ground_truth(items: list[Item], names: list[str], seed: int) -> dict[str, A
     return {
         "generator": "scripts/make_assets.py",
         "seed": seed,
-        "versions": _versions(),
+        "versions": versions,
         "images": images,
         "duplicate_groups": sorted(sorted(by_base[b]) for b in DUPLICATE_PLAN),
         "hard_negative_groups": sorted(sorted(originals[b] for b in group) for group in HARD_NEGATIVES),
@@ -507,7 +491,7 @@ def _write_queries(
     return answers, applied
 
 
-def _write_docs(out_dir: Path, bases: dict[str, Base], seed: int) -> None:
+def _write_docs(out_dir: Path, bases: dict[str, Base], seed: int, cache_dir: Path) -> None:
     used: dict[tuple[str, str], list[str]] = {}
     for b in bases.values():
         used.setdefault((b.package, b.file), []).append(b.id)
@@ -516,10 +500,13 @@ def _write_docs(out_dir: Path, bases: dict[str, Base], seed: int) -> None:
     for (package, file), ids in sorted(used.items()):
         if package == "scikit-image":
             where, origin, licence = f"`skimage/data/{file}`", "scikit-image sample data", SKIMAGE_LICENCES[file]
+        elif package == "mricron-data":
+            where, origin, licence = f"`{mricron_path(cache_dir, file)}`", MRICRON_ORIGIN, MRICRON_LICENCE
         else:
             where, origin, licence = f"`pydicom/data/test_files/{file}`", PYDICOM_ORIGINS[file], "see note 1"
         rows.append(f"| {package} | {where} | {origin} | {licence} | {', '.join(ids)} |")
-    versions = ", ".join(f"{k} {v}" for k, v in _versions().items())
+    versions = ", ".join(f"{k} {v}" for k, v in _versions(cache_dir).items())
+    slices = ", ".join(str(i) for i in COLIN27_SLICES)
     text = f"""# Provenance of the test assets
 
 Everything in `images/`, `queries/` and `ground_truth.json` is generated by
@@ -528,12 +515,17 @@ Everything in `images/`, `queries/` and `ground_truth.json` is generated by
 python scripts/make_assets.py --out assets --seed {seed}
 ```
 
-from files that ship inside the installed `scikit-image` and `pydicom` packages (no download).
-Output is byte-for-byte reproducible for a given seed and the same package versions
+from files that ship inside the installed `scikit-image` and `pydicom` packages, and from the
+Debian package `mricron-data`, which `bench/datasets.py` fetches once with `apt-get download`
+(Debian archive only) and unpacks with `dpkg-deb -x` into `bench/.cache` (git-ignored; `--cache`
+picks another folder). Output is byte-for-byte reproducible for a given seed and the same package versions
 (generated with {versions}). Images are downscaled so the long side is at most {MAX_SIDE} px;
 crops are given in source pixels as `[x0, y0, x1, y1]` in `ground_truth.json`.
 DICOM pixel data is converted to 8-bit grayscale with the window given in the script
 (centre/width after the modality LUT) or a 0.5-99.5 percentile stretch.
+The `colin27_ax<k>` images are axial slices k = {slices} of the Colin27 volume (`{COLIN27_FILE}`,
+181 x 217 x 181 voxels of 1 mm), read and reoriented to RAS with `bench/datasets.py`, shown anterior up,
+windowed to the 0.5-99.5 percentile of head voxels and kept at native resolution.
 
 Synthetic images (blank, noise, tiny, strip, chessboard, pure colour, the truncated PNG)
 are generated by the script from a seeded NumPy generator and carry no third-party rights.
@@ -548,6 +540,10 @@ Licences of the scikit-image files are quoted from the docstrings of `skimage/da
 
 Note 1: {PYDICOM_LICENCE} For `693_J2KI.dcm`, `J2K_pixelrep_mismatch.dcm` and
 `examples_ybr_color.dcm` that README gives no further origin than the one in the table.
+
+Note 2: The copyright file of the Debian package (`usr/share/doc/mricron-data/copyright`)
+covers all files (`Files: *`) with 'Copyright 2006-2010, Chris Rorden' under the BSD-3-clause
+licence; it has no separate entry for the templates.
 
 Not used: `moon.png`, `page.png`, `motorcycle_left/right.png` (Middlebury 2014 stereo),
 `color.png`, `logo.png`, `lfw_subset.npy` (no licence statement in the installed scikit-image);
@@ -574,8 +570,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Regenerate the deterministic test assets.")
     parser.add_argument("--out", type=Path, default=Path("assets"), help="output folder (default: assets)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument(
+        "--cache", type=Path, default=None, help="where mricron-data is downloaded/unpacked (default: bench/.cache)"
+    )
     args = parser.parse_args()
-    truth = generate(args.out, args.seed)
+    truth = generate(args.out, args.seed, args.cache)
     print(
         f"wrote {len(truth['images'])} images, {len(truth['queries'])} queries, "
         f"{len(truth['duplicate_groups'])} duplicate groups to {args.out}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from embedlab.analysis import analyze_vectors, neighbourhood
+from embedlab.analysis import analyze_vectors, neighbourhood, quality_flags
 
 from .conftest import unit_rows
 
@@ -69,3 +69,25 @@ def test_neighbourhood_blocks_match_brute_force() -> None:
     assert np.array_equal(hood.index, brute)
     want = {(int(i), int(j)) for i, j in zip(*np.nonzero(np.triu(sims >= 0.75, 1)), strict=True)}
     assert {(i, j) for i, j, _ in hood.pairs} == want
+
+
+def test_quality_flags() -> None:
+    photo = {"width": 300, "height": 200, "entropy": 7.1, "contrast": 0.2}
+    assert quality_flags(photo) == []
+    assert quality_flags({**photo, "contrast": 0.001, "entropy": 0.0}) == ["blank"]
+    assert quality_flags({**photo, "entropy": 1.0}) == ["low_entropy"]
+    assert quality_flags({**photo, "width": 8, "height": 8}) == ["tiny"]
+    assert quality_flags({**photo, "width": 600, "height": 12}) == ["tiny", "extreme_aspect"]
+
+
+def test_flagged_images_outrank_merely_isolated_ones() -> None:
+    rng = np.random.default_rng(3)
+    matrix = unit_rows(rng.normal(size=(8, 16))).astype(np.float32)  # all roughly equally isolated
+    paths = [[f"p{i}.png"] for i in range(8)]
+    quality = {f"p{i}.png": {"width": 100, "height": 100, "entropy": 7.0, "contrast": 0.2} for i in range(8)}
+    quality["p5.png"] = {"width": 100, "height": 100, "entropy": 0.0, "contrast": 0.0}
+    result = analyze_vectors(matrix, paths, threshold=0.99, anomaly_top=2, k=3, quality=quality)
+    assert result["anomalies"][0] == "p5.png"
+    assert result["anomaly_details"][0]["flags"] == ["blank"]
+    plain = analyze_vectors(matrix, paths, threshold=0.99, anomaly_top=8, k=3)
+    assert plain["anomaly_details"][0]["flags"] == []

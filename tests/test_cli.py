@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from embedlab.cli import main
 from embedlab.store import Store
@@ -40,7 +41,11 @@ def test_grader_commands_end_to_end(layout: Path) -> None:
     embed = run("embed", "--images-dir", "./assets/images", "--out", "./index", cwd=layout)
     assert embed.returncode == 0, embed.stderr
     assert embed.stdout == ""  # stdout is for results only
-    assert "12 images: 12 new" in embed.stderr and "efficientnet_lite0" in embed.stderr and "dim 1280" in embed.stderr
+    assert (
+        "12 images: 12 new" in embed.stderr
+        and "efficientnet_lite0 (recipe hybrid)" in embed.stderr
+        and "dim 1347" in embed.stderr
+    )
     assert "images/s" in embed.stderr
     assert (layout / "index" / "embedlab.db").is_file()
 
@@ -67,7 +72,8 @@ def test_grader_commands_end_to_end(layout: Path) -> None:
     assert ["assets/images/coffee.png", "assets/images/sub_coffee_copy.png"] in report["duplicate_groups"]
     assert all(g == sorted(g) and len(g) >= 2 for g in report["duplicate_groups"])
     assert len(report["anomalies"]) == 8 and all(isinstance(p, str) for p in report["anomalies"])
-    assert (report["backbone"], report["dim"]) == ("efficientnet_lite0", 1280)
+    assert (report["backbone"], report["dim"]) == ("efficientnet_lite0", 1347)
+    assert report["unreadable"] == [] and all("flags" in d for d in report["anomaly_details"])
 
     again = run("analyze", "--index", "./index", "--dup-threshold", "0.92", "--anomaly-top", "8", "--json", cwd=layout)
     assert again.stdout == analyze.stdout  # deterministic to the byte
@@ -90,13 +96,11 @@ def test_threshold_boundary_through_the_cli(built_index: Path, capsys: pytest.Ca
     assert pair not in groups(sim + 1e-6)
 
 
-def test_exact_flag_gives_the_same_answers(built_index: Path, photo_dir: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_exact_search_gives_the_same_answers(built_index: Path, photo_dir: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     outputs = []
     for extra in ([], ["--exact"]):
         assert main(["-q", "search", "--index", str(built_index), "--query-dir", str(photo_dir), "--json", *extra]) == 0
-        assert main(["-q", "analyze", "--index", str(built_index), "--json", *extra]) == 0
-        out = capsys.readouterr().out.replace('"engine":"numpy"', '"engine":"sqlite-vec"')
-        outputs.append(out)
+        outputs.append(capsys.readouterr().out)
     assert outputs[0] == outputs[1]
 
 
@@ -130,3 +134,38 @@ def test_help_explains_every_flag(work: Path) -> None:
     }.items():
         text = run(command, "--help", cwd=work).stdout
         assert all(flag in text for flag in flags), command
+
+
+def test_evaluate_reports_retrieval_metrics_per_class(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from .conftest import skimage_image, small
+
+    for cls, names in {"cat": ["chelsea"], "cup": ["coffee"], "coins": ["coins"]}.items():
+        (work / "labeled" / cls).mkdir(parents=True)
+        for name in names:
+            img = small(skimage_image(name)).convert("RGB")
+            img.save(work / "labeled" / cls / f"{cls}_a.png")
+            img.resize((img.width // 2, img.height // 2)).save(work / "labeled" / cls / f"{cls}_b.jpg", quality=80)
+            img.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(work / "labeled" / cls / f"{cls}_c.png")
+    assert main(["-q", "embed", "--images-dir", "./labeled", "--out", "./index"]) == 0
+    assert main(["-q", "evaluate", "--index", "./index", "--k", "1,2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["images"], result["classes"]) == (9, 3)
+    assert result["P@1"] == 1.0 and result["recall@2"] == 1.0 and result["mAP"] == 1.0
+    # Excluding same-class neighbours by a path pattern leaves nothing relevant to find.
+    assert main(["-q", "evaluate", "--index", "./index", "--exclude-same", r"/(\w+)_", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["queries"] == 0
+    assert main(["-q", "evaluate", "--index", "./index", "--k", "x"]) == 1
+
+
+def test_calibrate_suggests_a_threshold_from_planted_variants(
+    built_index: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["-q", "calibrate", "--index", str(built_index), "--sample", "4", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["sampled_images"] == 4
+    assert 0.8 <= report["suggested_dup_threshold"] <= 0.99
+    assert {"half", "jpeg35", "gray", "png16", "exif_rot"} <= set(report["per_variant"])
+    rows = report["pr_table"]
+    assert [r["threshold"] for r in rows] == sorted(r["threshold"] for r in rows)
+    recalls = [r["recall"] for r in rows]
+    assert recalls == sorted(recalls, reverse=True)  # a higher bar never finds more

@@ -85,8 +85,8 @@ def test_index_is_readable_with_the_stock_sqlite3_module(work: Path, folder: Pat
     assert [r[0] for r in rows] == ["imgs/astronaut.png", "imgs/camera.png", "imgs/coffee.png", "imgs/coins.png"]
     assert all(r[1] and r[2] and r[3] > 0 and r[4] == "ok" for r in rows)
     vec = np.frombuffer(blob, dtype="<f4")
-    assert dim == 1280 and vec.shape == (1280,) and abs(float(np.linalg.norm(vec)) - 1.0) < 1e-5
-    assert run[:4] == ("embed", "ok", "efficientnet_lite0/v1", 1280)
+    assert dim == 1347 and vec.shape == (1347,) and abs(float(np.linalg.norm(vec)) - 1.0) < 1e-5
+    assert run[:4] == ("embed", "ok", "efficientnet_lite0/hybrid/v1", 1347)
     assert '"torch"' in run[4] and '"new": 4' in run[5]
 
 
@@ -95,13 +95,13 @@ def test_embedding_without_the_extension_is_caught_up_later(work: Path, folder: 
     small(skimage_image("moon"), 128).save(folder / "moon.png")
     with Store(work / "index", use_vec=False) as store:  # as on a Python that cannot load sqlite-vec
         assert not store.vec_loaded
-        vec = np.zeros((1, 1280), np.float32)
+        vec = np.zeros((1, 1347), np.float32)
         vec[0, 0] = 1.0
         with store.transaction():
             store.insert_vectors(["f" * 64], vec, run_id=0)
         assert store.meta()["vec_index_stale"] == "1"
     with Store(work / "index") as store:
-        store.ensure_vec_index(1280)
+        store.ensure_vec_index(1347)
         assert store.meta()["vec_index_stale"] == "0"
         assert store.knn(vec[0], 1)[0][0] == "f" * 64
 
@@ -117,7 +117,9 @@ def test_other_backbone_on_same_index_is_refused(work: Path, folder: Path) -> No
     (work / "assets" / "weights").mkdir(parents=True)
     shutil.move(weights, work / "assets" / "weights" / weights.name)
     report = embed_folder("./imgs", "./index18", backbone_name="resnet18")
-    assert (report.backbone, report.dim, report.embedded_vectors) == ("resnet18", 512, 4)
+    assert (report.backbone, report.dim, report.embedded_vectors) == ("resnet18", 512 + 67, 4)
+    with pytest.raises(IndexMismatch, match="plain"):
+        embed_folder("./imgs", "./index18", recipe="plain")
 
 
 def test_missing_folder_is_an_error_and_creates_nothing(work: Path) -> None:

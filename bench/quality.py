@@ -1,0 +1,165 @@
+"""Quality benchmark: plain cosine vs embedlab, side by side, at the default flags.
+
+    python bench/quality.py                 # assets/ (ground truth) + labeled sets
+    python bench/quality.py --images DIR --truth DIR/ground_truth.json --no-labeled
+
+Duplicates are scored pairwise over the planted groups at --dup-threshold 0.92;
+anomalies as planted oddballs among the top 8; search as rank-1 hits for the
+queries and for every planted variant; retrieval as P@1/P@5 on Fashion-MNIST
+classes and MRI/label-map planes (same-volume slices within 12 excluded).
+Prints a Markdown table on stdout, progress on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from datasets import DEFAULT_CACHE, fashion_mnist, medical_planes, same_volume_near  # noqa: E402
+
+from embedlab.analysis import analyze_vectors  # noqa: E402
+from embedlab.evaluation import retrieval_metrics  # noqa: E402
+from embedlab.images import scan_images  # noqa: E402
+from embedlab.indexer import embed_folder, embed_paths, resolve_backbone  # noqa: E402
+from embedlab.search import Searcher  # noqa: E402
+from embedlab.store import Store  # noqa: E402
+
+METHODS = {"plain cosine": "plain", "embedlab": "hybrid"}
+ENCODINGS = {"png16", "cmyk", "palette", "rgba", "exif_rot"}
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def build(images: Path, recipe: str, out: Path) -> tuple[list[str], np.ndarray, list[list[str]], dict[str, Any]]:
+    embed_folder(str(images), str(out), recipe=recipe)
+    with Store(out) as store:
+        shas, matrix = store.load_vectors(through_vec=False)
+        by_sha = store.ok_paths_by_sha()
+        quality = store.quality()
+    return shas, matrix, [by_sha[s] for s in shas], quality
+
+
+def pairs_of(groups: list[list[str]]) -> set[tuple[str, str]]:
+    return {tuple(sorted(p)) for g in groups for p in itertools.combinations(g, 2)}  # type: ignore[misc]
+
+
+def score_assets(images: Path, truth: dict[str, Any], recipe: str, work: Path, plain_scoring: bool) -> dict[str, Any]:
+    _shas, matrix, paths, quality = build(images, recipe, work / recipe)
+    name = {p: Path(p).name for ps in paths for p in ps}
+    result = analyze_vectors(
+        matrix, paths, threshold=0.92, anomaly_top=8, k=5, quality=None if plain_scoring else quality
+    )
+    predicted = pairs_of([[name[p] for p in g] for g in result["duplicate_groups"]])
+    planted = pairs_of(truth["duplicate_groups"])
+    tp = len(predicted & planted)
+    group_of = {n: i for i, g in enumerate(result["duplicate_groups"]) for n in (name[p] for p in g)}
+    encodings = [(n, rec["base"]) for n, rec in truth["images"].items() if rec.get("transform") in ENCODINGS]
+    original = {rec["base"]: n for n, rec in truth["images"].items() if rec["role"] != "near_duplicate"}
+    enc_ok = sum(1 for n, base in encodings if n in group_of and group_of[n] == group_of.get(original[base]))
+    hard = pairs_of(truth["hard_negative_groups"])
+    wrong_hard = len(predicted & hard)
+    anomalies = [name[p] for p in result["anomalies"]]
+    odd_hits = len(set(anomalies) & set(truth["oddballs"]))
+    unreadable_as_anomaly = len(set(anomalies) & set(truth["unreadable"]))
+
+    # Search: the 6 queries, and every planted variant against the rest of the index.
+    with Store(work / recipe) as store:
+        backbone = resolve_backbone(store, None, None)
+        searcher = Searcher(store)
+        qdir = images.parent / "queries"
+        queries = scan_images(qdir)
+        qvecs = embed_paths(backbone, [q.abspath for q in queries])
+        q_ok = sum(
+            1
+            for q, v in zip(queries, qvecs, strict=True)
+            if not isinstance(v, str) and Path(searcher.top_k(v, 1)[0].path).name == truth["queries"][Path(q.path).name]
+        )
+    group_members = {n: set(g) for g in truth["duplicate_groups"] for n in g}
+    index_of = {name[p]: i for i, ps in enumerate(paths) for p in ps}
+    variant_ok = variant_n = 0
+    for n, rec in truth["images"].items():
+        if rec["role"] != "near_duplicate" or n not in index_of:
+            continue
+        i = index_of[n]
+        sims = matrix.astype(np.float64) @ matrix[i].astype(np.float64)
+        sims[i] = -np.inf
+        best = name[paths[int(np.argmax(sims))][0]]
+        variant_n += 1
+        variant_ok += best in group_members[n]
+    return {
+        "dup_precision": tp / max(1, len(predicted)),
+        "dup_recall": tp / max(1, len(planted)),
+        "encodings_grouped": f"{enc_ok}/{len(encodings)}",
+        "hard_negative_pairs_grouped": f"{wrong_hard}/{len(hard)}",
+        "oddballs_in_top8": f"{odd_hits}/8",
+        "unreadable_listed_as_anomaly": unreadable_as_anomaly,
+        "queries_rank1": f"{q_ok}/{len(queries)}",
+        "variants_rank1_in_group": f"{variant_ok}/{variant_n}",
+        "anomalies": anomalies,
+    }
+
+
+def score_labeled(
+    folder: Path, recipe: str, work: Path, exclude: Callable[[str, str], bool] | None
+) -> dict[str, float]:
+    _, matrix, paths, _ = build(folder, recipe, work / f"{folder.name}-{recipe}")
+    names = [p[0] for p in paths]
+    labels = [Path(p).parent.name for p in names]
+    skip = (lambda i, j: exclude(names[i], names[j])) if exclude else None
+    return retrieval_metrics(matrix, labels, ks=(1, 5, 10), exclude=skip)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=Path, default=ROOT / "assets" / "images")
+    parser.add_argument("--truth", type=Path, default=ROOT / "assets" / "ground_truth.json")
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--no-labeled", action="store_true", help="skip the Fashion-MNIST and MRI sets")
+    parser.add_argument("--json", action="store_true", help="JSON instead of a Markdown table")
+    args = parser.parse_args()
+    truth = json.loads(args.truth.read_text())
+    started = time.perf_counter()
+    table: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for label, recipe in METHODS.items():
+            log(f"assets, {label}")
+            table[label] = score_assets(args.images, truth, recipe, work, plain_scoring=recipe == "plain")
+        if not args.no_labeled:
+            sets = {
+                "fashion": (fashion_mnist(args.cache), None),
+                "medical": (medical_planes(args.cache), same_volume_near),
+            }
+            for set_name, (folder, exclude) in sets.items():
+                for label, recipe in METHODS.items():
+                    log(f"{set_name}, {label}")
+                    for key, value in score_labeled(folder, recipe, work, exclude).items():
+                        table[label][f"{set_name} {key}"] = value
+    if args.json:
+        print(json.dumps(table, indent=2))
+        return
+    keys = [k for k in table["plain cosine"] if k != "anomalies"]
+    print("| measure | plain cosine | embedlab |\n|---|---|---|")
+    for key in keys:
+        cells = [table[m][key] for m in METHODS]
+        print("| " + key + " | " + " | ".join(f"{c:.3f}" if isinstance(c, float) else str(c) for c in cells) + " |")
+    log(f"done in {time.perf_counter() - started:.0f}s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""`calibrate`: pick a --dup-threshold for an index without any labels.
+
+Known near-duplicates are manufactured from a sample of the indexed images
+(the transforms in ``transforms.py``). A variant's similarity to its own source
+is a positive; its best similarity to an indexed image *distinct* from the
+source is a negative (what it could be confused with). Without labels,
+"distinct" means not linked to the source by any chain of pairs scoring at least
+``distinct_below`` (0.80 by default, well under any sensible threshold), so the
+index's own near-duplicates of a sampled image are not counted against it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .analysis import UnionFind, neighbourhood
+from .backbones import Backbone
+from .images import ImageError, decode, viewed_rgb
+from .search import cosine_scores
+from .transforms import VARIANTS, apply_variant, encode_decode
+
+THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.80, 1.0, 0.01))
+
+
+@dataclass(frozen=True)
+class Calibration:
+    positives: dict[str, list[float]]  # variant name -> similarity to its source
+    negatives: list[float]  # every variant's best similarity to another image
+    sampled: int
+
+    def table(self) -> list[dict[str, float]]:
+        pos = np.concatenate([np.asarray(v) for v in self.positives.values()]) if self.positives else np.zeros(0)
+        neg = np.asarray(self.negatives)
+        rows = []
+        for t in THRESHOLDS:
+            tp, fp = int((pos >= t).sum()), int((neg >= t).sum())
+            precision = tp / (tp + fp) if tp + fp else 1.0
+            recall = tp / len(pos) if len(pos) else 0.0
+            f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+            rows.append({"threshold": t, "precision": precision, "recall": recall, "f1": f1})
+        return rows
+
+    def suggested_threshold(self, min_precision: float = 0.97, min_recall: float = 0.95) -> float:
+        """The highest threshold that still meets both targets (else the best F1).
+
+        Highest, because the sample cannot show hard negatives it never saw
+        (other slices of a scan, other crops of a texture): extra margin is cheap.
+        """
+        rows = self.table()
+        meeting = [r["threshold"] for r in rows if r["precision"] >= min_precision and r["recall"] >= min_recall]
+        if meeting:
+            return max(meeting)
+        return max(rows, key=lambda r: (r["f1"], r["threshold"]))["threshold"]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "sampled_images": self.sampled,
+            "suggested_dup_threshold": self.suggested_threshold(),
+            "per_variant": {
+                name: {"min": round(min(v), 4), "median": round(float(np.median(v)), 4)}
+                for name, v in self.positives.items()
+                if v
+            },
+            "negatives": {
+                "max": round(max(self.negatives), 4) if self.negatives else None,
+                "median": round(float(np.median(self.negatives)), 4) if self.negatives else None,
+            },
+            "pr_table": [{k: round(v, 4) for k, v in r.items()} for r in self.table()],
+        }
+
+
+def calibrate(
+    backbone: Backbone,
+    shas: list[str],
+    matrix: np.ndarray,
+    paths: list[list[str]],
+    *,
+    sample: int = 40,
+    seed: int = 0,
+    distinct_below: float = 0.80,
+) -> Calibration:
+    """Measure variant-vs-source and variant-vs-distinct similarities on a sample."""
+    uf = UnionFind(len(shas))
+    for a, b, _ in neighbourhood(matrix, 0, distinct_below).pairs:
+        uf.union(a, b)
+    family = np.array([uf.find(i) for i in range(len(shas))])
+    rng = np.random.default_rng(seed)
+    chosen = sorted(rng.choice(len(shas), size=min(sample, len(shas)), replace=False).tolist()) if shas else []
+    positives: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    negatives: list[float] = []
+    used = 0
+    for i in chosen:
+        try:
+            source = decode(Path(paths[i][0])).rgb
+        except (ImageError, OSError):
+            continue  # the file moved since it was indexed
+        used += 1
+        names: list[str] = []
+        prepared = []
+        for name in VARIANTS:
+            img, kwargs = apply_variant(source, name)
+            names.append(name)
+            prepared.append(backbone.prepare(viewed_rgb(encode_decode(img, kwargs))))
+        for name, vec in zip(names, backbone.vectors(prepared), strict=True):
+            sims = cosine_scores(matrix, vec)
+            positives[name].append(float(sims[i]))
+            sims[family == family[i]] = -np.inf
+            negatives.append(float(sims.max()) if np.isfinite(sims.max()) else -1.0)
+    return Calibration(positives, negatives, used)
+
+
+def save_plot(calibration: Calibration, path: Path) -> bool:
+    """PR curve as PNG when matplotlib is installed; returns whether it was written."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    rows = calibration.table()
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.plot([r["recall"] for r in rows], [r["precision"] for r in rows], marker="o")
+    for r in rows[::3]:
+        ax.annotate(f"{r['threshold']:.2f}", (r["recall"], r["precision"]), fontsize=7)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_title("near-duplicate threshold calibration")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
