@@ -13,6 +13,7 @@ import argparse
 import platform
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from embedlab.analysis import analyze_vectors  # noqa: E402
 from embedlab.backbones import load_backbone, set_determinism  # noqa: E402
-from embedlab.images import decode, scan_images  # noqa: E402
+from embedlab.images import ImageError, decode, scan_images  # noqa: E402
 from embedlab.indexer import embed_folder, embed_paths  # noqa: E402
 from embedlab.search import Searcher  # noqa: E402
 from embedlab.store import Store  # noqa: E402
@@ -45,17 +46,17 @@ def bench_embed(images: Path, repeat: int) -> list[tuple[str, str]]:
     files = [f.abspath for f in scan_images(images)]
     backbone = load_backbone("efficientnet_lite0")
     set_determinism(0)
-    rgb = []
+    good = []
     for f in files:
         try:
-            rgb.append(decode(f).rgb)
-        except Exception:  # broken sample files are part of the assets
+            decode(f)
+            good.append(f)
+        except ImageError:  # the assets hold one broken file on purpose
             continue
-    tensors = np.stack([backbone.preprocess(im) for im in rgb])
-    model_only = median_seconds(lambda: backbone.features(tensors), repeat)
-    decode_pre = median_seconds(lambda: [backbone.preprocess(decode(f).rgb) for f in files[:40]], repeat) * (
-        len(files) / 40
-    )
+    prepared = [backbone.prepare(decode(f).rgb) for f in good]
+    tensors = np.stack([p.tensor for p in prepared])
+    model_only = median_seconds(lambda: backbone.features(tensors), repeat)  # forward + pooling only
+    decode_pre = median_seconds(lambda: [backbone.prepare(decode(f).rgb) for f in good], repeat)
 
     def fresh_embed() -> None:
         with tempfile.TemporaryDirectory() as tmp:
@@ -70,23 +71,46 @@ def bench_embed(images: Path, repeat: int) -> list[tuple[str, str]]:
             qvec = embed_paths(backbone, queries)
             searcher = Searcher(store)
             vec_q = median_seconds(lambda: [searcher.top_k(v, 5) for v in qvec if not isinstance(v, str)], repeat)
-            shas, matrix = store.load_vectors(through_vec=True)
+            shas, matrix = store.load_vectors(through_vec=False)
             paths = store.ok_paths_by_sha()
             analyze = median_seconds(
-                lambda: analyze_vectors(matrix, [paths[s] for s in shas], threshold=0.92, anomaly_top=8, k=5),
-                repeat,
+                lambda: analyze_vectors(matrix, [paths[s] for s in shas], threshold=0.92, anomaly_top=8, k=5), repeat
             )
-    n = len(rgb)
+    n = len(good)
     return [
         ("images embedded (sample assets)", f"{n} of {len(files)} files"),
-        ("model-only forward, all images", f"{model_only:.2f} s ({n / model_only:.1f} img/s)"),
-        ("decode + preprocess (2 threads in embed; 1 here)", f"{decode_pre:.2f} s"),
-        ("`embed` into a fresh index, end to end (in-process)", f"{full:.2f} s ({n / full:.1f} img/s)"),
+        ("model-only bound: forward pass + pooling, all images", f"{model_only:.2f} s ({n / model_only:.1f} img/s)"),
+        ("decode + preprocess + layout, 1 thread", f"{decode_pre:.2f} s"),
+        ("`embed` into a fresh index (in-process, 2 decode threads)", f"{full:.2f} s ({n / full:.1f} img/s)"),
         ("ratio embed / model-only bound", f"{full / model_only:.2f}x"),
         ("`embed` again, nothing changed", f"{noop:.2f} s"),
         (f"search, {len(qvec)} queries, k=5 (excl. query embedding)", f"{vec_q * 1000:.1f} ms"),
         ("analyze (pairs, k-NN, anomalies)", f"{analyze * 1000:.1f} ms"),
     ]
+
+
+def bench_cli(repeat: int) -> list[tuple[str, str]]:
+    """The grader's three commands as whole processes (Python start and model load included)."""
+    py = [sys.executable, str(ROOT / "embedlab.py"), "-q"]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        index = str(Path(tmp) / "index")
+        commands = {
+            "embed": [*py, "embed", "--images-dir", "./assets/images", "--out", index],
+            "search": [*py, "search", "--index", index, "--query-dir", "./assets/queries", "--k", "5", "--json"],
+            "analyze": [*py, "analyze", "--index", index, "--dup-threshold", "0.92", "--anomaly-top", "8", "--json"],
+        }
+        for name, cmd in commands.items():
+
+            def once(cmd: list[str] = cmd, name: str = name) -> None:
+                if name == "embed":
+                    shutil.rmtree(index, ignore_errors=True)
+                subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+            rows.append(
+                (f"`python embedlab.py {name} ...` wall time (fresh process)", f"{median_seconds(once, repeat):.2f} s")
+            )
+    return rows
 
 
 def bench_synthetic(n: int, dim: int, repeat: int) -> list[tuple[str, str]]:
@@ -115,6 +139,7 @@ def bench_synthetic(n: int, dim: int, repeat: int) -> list[tuple[str, str]]:
             t_np = median_seconds(lambda: [exact.top_k(q, 10) for q in queries], repeat) / len(queries)
             same = all(vec.top_k(q, 10) == exact.top_k(q, 10) for q in queries)
             t_load = median_seconds(lambda: store.load_vectors(through_vec=True), 1)
+            t_plain = median_seconds(lambda: store.load_vectors(through_vec=False), repeat)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     size = f"{n:,} x {dim}"
@@ -124,7 +149,8 @@ def bench_synthetic(n: int, dim: int, repeat: int) -> list[tuple[str, str]]:
         (f"top-10 query, NumPy exact scan (matrix in memory), {size}", f"{t_np * 1000:.1f} ms"),
         ("ratio sqlite-vec / NumPy", f"{t_vec / t_np:.2f}x"),
         ("both engines return identical top-10", str(same)),
-        (f"load all vectors through vec0, {size}", f"{t_load:.2f} s"),
+        (f"load all vectors through vec0 (one full scan), {size}", f"{t_load:.2f} s"),
+        (f"load all vectors from the plain `embeddings` table, {size}", f"{t_plain:.2f} s"),
     ]
 
 
@@ -132,11 +158,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=Path, default=ROOT / "assets" / "images")
     parser.add_argument("--synthetic", type=int, default=100_000, help="vectors in the synthetic store (0 to skip)")
+    parser.add_argument("--dim", type=int, default=1347, help="dimension of the synthetic vectors (default: hybrid)")
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    rows = bench_embed(args.images, args.repeat)
+    rows = bench_embed(args.images, args.repeat) + bench_cli(args.repeat)
     if args.synthetic:
-        rows += bench_synthetic(args.synthetic, 1280, args.repeat)
+        rows += bench_synthetic(args.synthetic, args.dim, args.repeat)
     import torch
 
     print(

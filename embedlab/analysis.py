@@ -158,4 +158,30 @@ def analyze_vectors(
                     ],
                 }
             )
-    return {"duplicate_groups": groups, "anomalies": anomalies, "anomaly_details": details}
+    return {
+        "duplicate_groups": groups,
+        "duplicate_details": group_details(hood.pairs, paths, groups),
+        "anomalies": anomalies,
+        "anomaly_details": details,
+    }
+
+
+def group_details(
+    pairs: list[tuple[int, int, float]], paths: list[list[str]], groups: list[list[str]]
+) -> list[dict[str, Any]]:
+    """Per group: its weakest and strongest link (similarities that joined it)."""
+    group_of = {path: g for g, members in enumerate(groups) for path in members}
+    links: dict[int, list[float]] = {g: [] for g in range(len(groups))}
+    for i, _, sim in pairs:  # both ends of a pair share a group by construction
+        links[group_of[paths[i][0]]].append(sim)
+    for item_paths in paths:  # byte-identical copies link at exactly 1
+        if len(item_paths) > 1:
+            links[group_of[item_paths[0]]].append(1.0)
+    return [
+        {
+            "paths": members,
+            "min_link": round(min(links[g]), SCORE_DECIMALS),
+            "max_link": round(max(links[g]), SCORE_DECIMALS),
+        }
+        for g, members in enumerate(groups)
+    ]

@@ -97,7 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="cosine similarity at or above which images group (default 0.92)",
     )
     analyze.add_argument("--anomaly-top", type=int, default=8, help="how many anomalies to list (default 8)")
-    analyze.add_argument("--k", type=_positive, default=5, help="neighbours used to score isolation (default 5)")
+    analyze.add_argument(
+        "--k",
+        type=_positive,
+        default=10,
+        help="neighbours used to score isolation (default 10: larger than a typical duplicate group, "
+        "so an image's own copies cannot hide how isolated it is)",
+    )
     analyze.add_argument("--json", action="store_true", help="one JSON object on stdout")
 
     evaluate = sub.add_parser(

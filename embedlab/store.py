@@ -66,6 +66,10 @@ def _connect(path: Path, want_vec: bool) -> tuple[Any, bool, str]:  # apsw or sq
     The stdlib ``sqlite3`` on many Pythons cannot load extensions, so apsw is
     tried first. Returns (connection, vec_loaded, why_not).
     """
+    if want_vec and os.environ.get("EMBEDLAB_NO_SQLITE_VEC"):
+        want_vec, reason = False, "disabled by EMBEDLAB_NO_SQLITE_VEC"
+    elif not want_vec:
+        reason = "exact search requested"
     if want_vec:
         try:
             import apsw
@@ -79,8 +83,6 @@ def _connect(path: Path, want_vec: bool) -> tuple[Any, bool, str]:  # apsw or sq
             return vconn, True, ""
         except Exception as exc:  # ImportError, apsw.ExtensionLoadingError, ...
             reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:160]
-    else:
-        reason = "exact search requested"
     conn = sqlite3.connect(str(path), isolation_level=None, timeout=30)
     return conn, False, reason
 

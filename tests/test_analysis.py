@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from embedlab.analysis import analyze_vectors, neighbourhood, quality_flags
 
@@ -41,8 +42,11 @@ def test_groups_are_transitive_sorted_and_include_identical_files() -> None:
     sims = matrix @ matrix.T
     assert sims[0, 2] < 0.92 <= min(sims[0, 1], sims[1, 2])  # a chain: a~b, b~c, not a~c
     paths = [["p/c.png"], ["p/a.png"], ["p/b.png"], ["p/x.png", "p/x_copy.png"], ["p/y.png"], ["p/z.png"]]
-    groups = analyze_vectors(matrix, paths, threshold=0.92, anomaly_top=0, k=2)["duplicate_groups"]
-    assert groups == [["p/a.png", "p/b.png", "p/c.png"], ["p/x.png", "p/x_copy.png"]]
+    result = analyze_vectors(matrix, paths, threshold=0.92, anomaly_top=0, k=2)
+    assert result["duplicate_groups"] == [["p/a.png", "p/b.png", "p/c.png"], ["p/x.png", "p/x_copy.png"]]
+    chain_details, copy_details = result["duplicate_details"]
+    assert chain_details["min_link"] == pytest.approx(float(min(sims[0, 1], sims[1, 2])), abs=1e-6)
+    assert copy_details == {"paths": ["p/x.png", "p/x_copy.png"], "min_link": 1.0, "max_link": 1.0}
 
 
 def test_isolated_point_ranks_first_and_ties_are_ordered_by_path() -> None:

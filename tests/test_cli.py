@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -169,3 +170,16 @@ def test_calibrate_suggests_a_threshold_from_planted_variants(
     assert [r["threshold"] for r in rows] == sorted(r["threshold"] for r in rows)
     recalls = [r["recall"] for r in rows]
     assert recalls == sorted(recalls, reverse=True)  # a higher bar never finds more
+
+
+def test_search_falls_back_to_numpy_when_sqlite_vec_cannot_load(built_index: Path, photo_dir: Path) -> None:
+    args = ("search", "--index", str(built_index), "--query-dir", str(photo_dir), "--k", "3", "--json")
+    normal = run(*args, cwd=photo_dir)
+    env = {**os.environ, "EMBEDLAB_NO_SQLITE_VEC": "1"}
+    fallback = subprocess.run(
+        [sys.executable, str(ROOT / "embedlab.py"), *args], cwd=photo_dir, capture_output=True, text=True, env=env
+    )
+    assert normal.returncode == fallback.returncode == 0
+    assert "engine sqlite-vec" in normal.stderr
+    assert "sqlite-vec could not load (disabled by EMBEDLAB_NO_SQLITE_VEC); using exact NumPy search" in fallback.stderr
+    assert fallback.stdout == normal.stdout
