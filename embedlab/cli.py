@@ -51,9 +51,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"embedlab {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="more detail on stderr")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+    # The same switches after the command name (`embed ... -q`); SUPPRESS keeps the
+    # top-level value when they are not repeated there.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="more detail on stderr")
+    common.add_argument(
+        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="only warnings and errors on stderr"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add = sub.add_parser
 
-    embed = sub.add_parser("embed", help="embed every image under a folder into an index")
+    def add_command(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return add(name, parents=[common], **kwargs)
+
+    embed = add_command("embed", help="embed every image under a folder into an index")
     embed.add_argument("--images-dir", required=True, help="folder scanned recursively for images Pillow can read")
     embed.add_argument("--out", required=True, help="index folder; the store is OUT/embedlab.db (created if missing)")
     embed.add_argument(
@@ -81,14 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--workers", type=_positive, default=2, help="threads decoding images (default 2)")
     embed.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
 
-    search = sub.add_parser("search", help="top-k most similar indexed images for each query image")
+    search = add_command("search", help="top-k most similar indexed images for each query image")
     search.add_argument("--index", required=True, help="index folder written by embed")
     search.add_argument("--query-dir", required=True, help="folder of query images (scanned recursively)")
     search.add_argument("--k", type=_positive, default=5, help="results per query (default 5)")
     search.add_argument("--json", action="store_true", help="JSON Lines: one object per query on stdout")
     _engine_flags(search)
 
-    analyze = sub.add_parser("analyze", help="near-duplicate groups and the most isolated images")
+    analyze = add_command("analyze", help="near-duplicate groups and the most isolated images")
     analyze.add_argument("--index", required=True, help="index folder written by embed")
     analyze.add_argument(
         "--dup-threshold",
@@ -106,9 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     analyze.add_argument("--json", action="store_true", help="one JSON object on stdout")
 
-    evaluate = sub.add_parser(
-        "evaluate", help="retrieval quality of an index whose images sit in one subfolder per class"
-    )
+    evaluate = add_command("evaluate", help="retrieval quality of an index whose images sit in one subfolder per class")
     evaluate.add_argument("--index", required=True, help="index of a folder laid out as CLASS/image files")
     evaluate.add_argument(
         "--k", default="1,5,10", help="comma-separated cut-offs for P@k and recall@k (default 1,5,10)"
@@ -122,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--json", action="store_true", help="one JSON object on stdout")
 
-    calibrate = sub.add_parser(
+    calibrate = add_command(
         "calibrate", help="suggest a --dup-threshold by planting known near-duplicates of indexed images"
     )
     calibrate.add_argument("--index", required=True, help="index folder written by embed (its image files must exist)")
@@ -361,13 +370,18 @@ COMMANDS = {
 }
 
 
+def _configure_logging(level: int) -> None:
+    """Our own logger on the current stderr, so repeated in-process calls each get their level."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("embedlab: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO,
-        format="embedlab: %(message)s",
-        stream=sys.stderr,
-    )
+    _configure_logging(logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO)
     try:
         return COMMANDS[args.command](args)
     except (CliError, ImageError, StoreError, BackboneError, IndexMismatch) as exc:

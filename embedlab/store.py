@@ -94,6 +94,8 @@ class Store:
         self.dir = Path(index_dir)
         self.path = self.dir / DB_NAME
         if create:
+            if self.dir.exists() and not self.dir.is_dir():
+                raise StoreError(f"--out {self.dir} is a file, not a folder")
             try:
                 self.dir.mkdir(parents=True, exist_ok=True)
             except OSError as exc:

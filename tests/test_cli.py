@@ -113,10 +113,15 @@ def test_exact_search_gives_the_same_answers(built_index: Path, photo_dir: Path,
         (["embed", "--images-dir", "./missing", "--out", "./index"], "not a folder"),
         (["search", "--index", "./index", "--query-dir", "./empty"], "holds no embeddings yet"),
         (["embed", "--images-dir", ".", "--out", "./index", "--backbone", "resnet50"], "no weights for resnet50"),
+        (["embed", "--images-dir", ".", "--out", "./afile"], "is a file, not a folder"),
+        (["search", "--index", "./garbage", "--query-dir", "."], "file is not a database"),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(work: Path, args: list[str], message: str) -> None:
     (work / "empty").mkdir()
+    (work / "afile").write_text("x")
+    (work / "garbage").mkdir()
+    (work / "garbage" / "embedlab.db").write_text("not sqlite at all, but long enough to be read as a header")
     if args[0] == "search" and args[2] == "./index":
         (work / "index").mkdir()
         (work / "index" / "embedlab.db").write_bytes(b"")
@@ -183,3 +188,14 @@ def test_search_falls_back_to_numpy_when_sqlite_vec_cannot_load(built_index: Pat
     assert "engine sqlite-vec" in normal.stderr
     assert "sqlite-vec could not load (disabled by EMBEDLAB_NO_SQLITE_VEC); using exact NumPy search" in fallback.stderr
     assert fallback.stdout == normal.stdout
+
+
+def test_quiet_works_before_and_after_the_command(built_index: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["analyze", "--index", str(built_index), "--json"]) == 0
+    loud = capsys.readouterr()
+    assert "duplicate groups" in loud.err
+    assert main(["analyze", "--index", str(built_index), "--json", "-q"]) == 0
+    assert main(["-q", "analyze", "--index", str(built_index), "--json"]) == 0
+    quiet = capsys.readouterr()
+    assert quiet.err == ""
+    assert quiet.out.splitlines() == [loud.out.strip()] * 2
