@@ -17,7 +17,7 @@ from . import __version__
 from .backbones import BACKBONES, BackboneError
 from .descriptor import RECIPES
 from .images import ImageError, display_root, path_token, scan_images
-from .indexer import IndexMismatch, embed_folder, embed_paths, resolve_backbone
+from .indexer import IndexMismatch, embed_folder, embed_paths, resolve_backbone, versions
 from .store import Store, StoreError
 
 log = logging.getLogger("embedlab")
@@ -231,7 +231,24 @@ def cmd_search(args: argparse.Namespace) -> int:
             backbone.dim,
             time.perf_counter() - started,
         )
+        _record_run(store, "search", started, {"queries": len(queries), "failed": failed, "k": args.k})
     return EXIT_ERROR if failed == len(queries) else EXIT_OK
+
+
+def _record_run(store: Store, command: str, started: float, counts: dict[str, Any]) -> None:
+    """Add this command to the runs manifest; a read-only index just goes without."""
+    meta = store.meta()
+    try:
+        run_id = store.start_run(
+            command,
+            backbone=meta.get("signature"),
+            weights_sha256=meta.get("weights_sha256"),
+            dim=int(meta.get("dim", 0)),
+            versions=versions(),
+        )
+        store.finish_run(run_id, "ok", counts=counts, timings={"total": round(time.perf_counter() - started, 3)})
+    except Exception as exc:  # sqlite3 and apsw share no base class
+        log.debug("run not recorded: %s", type(exc).__name__)
 
 
 def _print_search(record: dict[str, Any], as_json: bool) -> None:
@@ -274,6 +291,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             dup_threshold=args.dup_threshold,
             k=args.k,
         )
+        counts = {"images": result["images"], "groups": len(result["duplicate_groups"]), "k": args.k}
+        _record_run(store, "analyze", started, {**counts, "dup_threshold": args.dup_threshold})
     log.info(
         "%d duplicate groups, %d anomalies, %d unreadable, %.2fs",
         len(result["duplicate_groups"]),

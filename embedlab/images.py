@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from . import dicom
+
 # Refuse truncated files instead of silently padding them with grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 # Whole-slide and panorama files are legitimate up to ~1 gigapixel; beyond that
@@ -51,9 +53,10 @@ class Decoded:
 
 
 def image_extensions() -> frozenset[str]:
-    """Extensions Pillow can open, lower case with the dot."""
+    """Extensions we can open (Pillow's, plus DICOM when pydicom is installed), lower case."""
     Image.init()
-    return frozenset(ext.lower() for ext in Image.registered_extensions())
+    found = frozenset(ext.lower() for ext in Image.registered_extensions())
+    return found | dicom.DICOM_EXTENSIONS if dicom.available() else found
 
 
 def display_root(folder: str | os.PathLike[str]) -> str:
@@ -149,6 +152,8 @@ def decode(path: str | os.PathLike[str]) -> Decoded:
 
     Raises ImageError with a one-line reason for anything unreadable.
     """
+    if dicom.is_dicom(path):
+        return _decode_dicom(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -167,6 +172,18 @@ def decode(path: str | os.PathLike[str]) -> Decoded:
     if width < 1 or height < 1:
         raise ImageError("empty image")
     return Decoded(rgb=rgb, format=fmt, mode=mode, width=width, height=height)
+
+
+def _decode_dicom(path: str | os.PathLike[str]) -> Decoded:
+    if not dicom.available():
+        raise ImageError("DICOM file, but pydicom is not installed (pip install pydicom)")
+    try:
+        rgb, mode = dicom.read_dicom(path)
+    except MemoryError:
+        raise
+    except Exception as exc:  # pydicom raises many types for damaged or unsupported files
+        raise ImageError(f"{type(exc).__name__}: {_one_line(exc, path)}") from None
+    return Decoded(rgb=rgb, format="DICOM", mode=mode, width=rgb.width, height=rgb.height)
 
 
 def _one_line(exc: BaseException, path: str | os.PathLike[str]) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import platform
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from . import __version__
 from .backbones import DEFAULT_BACKBONE, Backbone, Prepared, load_backbone, set_determinism
@@ -225,10 +227,16 @@ def _sync(
 
     t0 = time.perf_counter()
     done: dict[str, ImageRow] = {}
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+    # A bar only for a person watching a terminal; never in logs or pipes.
+    quiet = not sys.stderr.isatty() or not log.isEnabledFor(logging.INFO)
+    with (
+        ThreadPoolExecutor(max_workers=max(1, workers)) as pool,
+        tqdm(total=len(jobs), unit="img", desc="embedding", file=sys.stderr, disable=quiet) as bar,
+    ):
         for batch in _batches(jobs, max(1, batch_size)):
             results = list(pool.map(lambda j: _decode_job(j, backbone), batch))
             _write_batch(store, backbone, root, results, done, report, run_id)
+            bar.update(len(batch))
     report.timings["embed"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -118,3 +118,39 @@ def test_quality_metrics_separate_blank_from_photo(photo: Image.Image) -> None:
     real = quality_metrics(photo)
     assert blank["entropy"] == 0.0 and blank["contrast"] == 0.0 and blank["sharpness"] == 0.0
     assert real["entropy"] > 5 and real["contrast"] > 0.1 and real["sharpness"] > 10
+
+
+def test_dicom_ct_is_windowed_not_flat(tmp_path: Path) -> None:
+    from pydicom.data import get_testdata_file
+
+    ct = decode(get_testdata_file("CT_small.dcm", download=False))
+    arr = np.asarray(ct.rgb)
+    assert ct.format == "DICOM" and ct.mode == "DICOM MONOCHROME2" and arr.shape == (128, 128, 3)
+    assert arr.min() == 0 and arr.max() == 255 and arr.std() > 30
+
+
+def test_dicom_monochrome1_is_inverted(tmp_path: Path) -> None:
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    source = get_testdata_file("MR_small.dcm", download=False)
+    ds = pydicom.dcmread(source)
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    ds.save_as(tmp_path / "inverted.dcm")
+    normal = np.asarray(decode(source).rgb, dtype=np.int16)
+    inverted = np.asarray(decode(tmp_path / "inverted.dcm").rgb, dtype=np.int16)
+    assert np.array_equal(normal, 255 - inverted)
+
+
+def test_dicom_without_pixels_is_a_one_line_error() -> None:
+    from pydicom.data import get_testdata_file
+
+    with pytest.raises(ImageError, match="no image"):
+        decode(get_testdata_file("rtplan.dcm", download=False))
+
+
+def test_scan_finds_dicom_files(tmp_path: Path) -> None:
+    from pydicom.data import get_testdata_file
+
+    (tmp_path / "scan.dcm").write_bytes(Path(get_testdata_file("CT_small.dcm", download=False)).read_bytes())
+    assert [f.path.rsplit("/", 1)[-1] for f in scan_images(tmp_path)] == ["scan.dcm"]

@@ -128,3 +128,16 @@ def test_missing_folder_is_an_error_and_creates_nothing(work: Path) -> None:
     with pytest.raises(ImageError, match="not a folder"):
         embed_folder("./nope", "./index")
     assert not (work / "index").exists()
+
+
+def test_every_command_is_recorded_in_the_runs_manifest(work: Path, folder: Path) -> None:
+    from embedlab.cli import main
+
+    assert main(["-q", "embed", "--images-dir", "./imgs", "--out", "./index"]) == 0
+    assert main(["-q", "search", "--index", "./index", "--query-dir", "./imgs", "--k", "2", "--json"]) == 0
+    assert main(["-q", "analyze", "--index", "./index", "--json"]) == 0
+    conn = sqlite3.connect(work / "index" / "embedlab.db")
+    runs = conn.execute("SELECT command, status, dim, counts, timings FROM runs ORDER BY id").fetchall()
+    conn.close()
+    assert [r[:3] for r in runs] == [("embed", "ok", 1347), ("search", "ok", 1347), ("analyze", "ok", 1347)]
+    assert '"queries": 4' in runs[1][3] and '"total"' in runs[2][4]
