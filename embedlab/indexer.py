@@ -195,10 +195,33 @@ def _sync(
 ) -> None:
     t0 = time.perf_counter()
     known = store.images_under(root)
+    reused_rows, jobs = _plan(store, root, files, known, report)
+    report.timings["scan"] = time.perf_counter() - t0
+
+    with store.transaction():
+        store.upsert_images(reused_rows, run_id)
+
+    t0 = time.perf_counter()
+    _embed_jobs(store, backbone, root, jobs, report, run_id, batch_size, workers)
+    report.timings["embed"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    seen = {f.path for f in files}
+    gone = sorted(p for p in known if p not in seen)
+    with store.transaction():
+        store.delete_images(gone)
+        store.delete_orphan_vectors()
+    report.removed = len(gone)
+    report.timings["cleanup"] = time.perf_counter() - t0
+
+
+def _plan(
+    store: Store, root: str, files: list[ImageFileInfo], known: dict[str, ImageRow], report: EmbedReport
+) -> tuple[list[ImageRow], list[_Job]]:
+    """Split the scan into rows that reuse a stored vector and files that need the model."""
     have_vectors = store.embedded_shas()
     reused_rows: list[ImageRow] = []
     jobs: list[_Job] = []
-    pending: set[str] = set()
     for info in files:
         old = known.get(info.path)
         if old is not None and old.size == info.size and old.mtime_ns == info.mtime_ns:
@@ -219,13 +242,20 @@ def _sync(
         else:
             jobs.append(_Job(info, sha))
             report.new += 1
-            pending.add(sha)
-    report.timings["scan"] = time.perf_counter() - t0
+    return reused_rows, jobs
 
-    with store.transaction():
-        store.upsert_images(reused_rows, run_id)
 
-    t0 = time.perf_counter()
+def _embed_jobs(
+    store: Store,
+    backbone: Backbone,
+    root: str,
+    jobs: list[_Job],
+    report: EmbedReport,
+    run_id: int,
+    batch_size: int,
+    workers: int,
+) -> None:
+    """Decode in worker threads, embed and commit batch by batch."""
     done: dict[str, ImageRow] = {}
     # A bar only for a person watching a terminal; never in logs or pipes.
     quiet = not sys.stderr.isatty() or not log.isEnabledFor(logging.INFO)
@@ -237,16 +267,6 @@ def _sync(
             results = list(pool.map(lambda j: _decode_job(j, backbone), batch))
             _write_batch(store, backbone, root, results, done, report, run_id)
             bar.update(len(batch))
-    report.timings["embed"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    seen = {f.path for f in files}
-    gone = sorted(p for p in known if p not in seen)
-    with store.transaction():
-        store.delete_images(gone)
-        store.delete_orphan_vectors()
-    report.removed = len(gone)
-    report.timings["cleanup"] = time.perf_counter() - t0
 
 
 def _write_batch(
