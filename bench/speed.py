@@ -55,7 +55,10 @@ def bench_embed(images: Path, repeat: int) -> list[tuple[str, str]]:
             continue
     prepared = [backbone.prepare(decode(f).rgb) for f in good]
     tensors = np.stack([p.tensor for p in prepared])
-    model_only = median_seconds(lambda: backbone.features(tensors), repeat)  # forward + pooling only
+    # Forward + pooling only, fed in the same batches of 32 that `embed` uses.
+    model_only = median_seconds(
+        lambda: [backbone.features(tensors[i : i + 32]) for i in range(0, len(tensors), 32)], repeat
+    )
     decode_pre = median_seconds(lambda: [backbone.prepare(decode(f).rgb) for f in good], repeat)
 
     def fresh_embed() -> None:

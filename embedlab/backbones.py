@@ -21,8 +21,10 @@ from PIL import Image
 from torch import nn
 
 from .descriptor import DEFAULT_RECIPE, RECIPES, Recipe, compose, layout_features
+from .registry import BACKBONES, DEFAULT_BACKBONE, BackboneError
 
-DEFAULT_BACKBONE = "efficientnet_lite0"
+__all__ = ["BACKBONES", "DEFAULT_BACKBONE", "Backbone", "BackboneError", "load_backbone"]
+
 WEIGHTS_DIR = Path("assets/weights")
 # Bumped whenever preprocessing, pooling or a recipe changes what a vector means.
 EMBEDDING_VERSION = "1"
@@ -30,10 +32,6 @@ EMBEDDING_VERSION = "1"
 # vectors must not depend on how a run happened to be batched or scheduled.
 MICRO_BATCH = 4
 TORCH_THREADS = 2
-
-
-class BackboneError(Exception):
-    """A backbone that cannot be built as asked; the message is one line."""
 
 
 @dataclass(frozen=True)
@@ -212,7 +210,7 @@ _BUILDERS: dict[str, Callable[[Path], tuple[nn.Module, nn.Module, Preprocess, in
     "resnet18": _resnet("resnet18"),
     "resnet50": _resnet("resnet50"),
 }
-BACKBONES: tuple[str, ...] = tuple(_BUILDERS)
+assert tuple(_BUILDERS) == BACKBONES, "registry.BACKBONES must name every builder"
 
 
 def default_weights(name: str, weights_dir: Path = WEIGHTS_DIR) -> Path:

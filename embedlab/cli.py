@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .backbones import BACKBONES, BackboneError
 from .descriptor import RECIPES
 from .images import ImageError, display_root, path_token, scan_images
-from .indexer import IndexMismatch, embed_folder, embed_paths, resolve_backbone, versions
+from .provenance import versions
+from .registry import BACKBONES, BackboneError
 from .store import Store, StoreError
 
 log = logging.getLogger("embedlab")
@@ -164,6 +164,8 @@ def _open_index(index: str, exact: bool) -> Store:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
+    from .indexer import embed_folder
+
     report = embed_folder(
         args.images_dir,
         args.out,
@@ -202,6 +204,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from .indexer import embed_paths, resolve_backbone
     from .search import Searcher
 
     started = time.perf_counter()
@@ -356,6 +359,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from .calibration import calibrate, save_plot
+    from .indexer import resolve_backbone
 
     with _open_index(args.index, exact=True) as store:
         backbone = resolve_backbone(store, None, None)
@@ -403,7 +407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO)
     try:
         return COMMANDS[args.command](args)
-    except (CliError, ImageError, StoreError, BackboneError, IndexMismatch) as exc:
+    except (CliError, ImageError, StoreError, BackboneError) as exc:
         print(f"embedlab: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

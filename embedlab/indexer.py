@@ -9,7 +9,6 @@ interrupted run keeps everything finished before it.
 from __future__ import annotations
 
 import logging
-import platform
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -20,7 +19,6 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from . import __version__
 from .backbones import DEFAULT_BACKBONE, Backbone, Prepared, load_backbone, set_determinism
 from .descriptor import DEFAULT_RECIPE
 from .images import (
@@ -34,13 +32,12 @@ from .images import (
     scan_images,
     sha256_file,
 )
-from .store import ImageRow, Store
+from .provenance import versions
+from .store import ImageRow, IndexMismatch, Store
+
+__all__ = ["EmbedReport", "IndexMismatch", "embed_folder", "embed_paths", "resolve_backbone"]
 
 log = logging.getLogger("embedlab")
-
-
-class IndexMismatch(Exception):
-    """The index was built with another backbone or weights."""
 
 
 @dataclass
@@ -61,22 +58,6 @@ class EmbedReport:
     @property
     def images_per_second(self) -> float:
         return self.embedded_vectors / self.timings["embed"] if self.timings.get("embed") else 0.0
-
-
-def versions() -> dict[str, str]:
-    """Library versions that can change a vector, recorded with every run."""
-    import PIL
-    import torch
-
-    found = {"embedlab": __version__, "python": platform.python_version(), "torch": torch.__version__}
-    found["pillow"] = PIL.__version__
-    for name in ("torchvision", "timm", "sqlite_vec", "apsw"):
-        try:
-            module = __import__(name)
-            found[name] = str(getattr(module, "__version__", "?"))
-        except ImportError:
-            continue
-    return found
 
 
 def check_compatible(store: Store, backbone: Backbone) -> None:

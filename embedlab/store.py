@@ -34,6 +34,10 @@ class StoreError(Exception):
     """A problem with the index file; the message is one line."""
 
 
+class IndexMismatch(StoreError):
+    """The index was built with another backbone, recipe or weights."""
+
+
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
