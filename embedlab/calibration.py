@@ -99,17 +99,13 @@ def calibrate(
         except (ImageError, OSError):
             continue  # the file moved since it was indexed
         used += 1
-        names: list[str] = []
-        prepared = []
-        for name in VARIANTS:
-            img, kwargs = apply_variant(source, name)
-            names.append(name)
-            prepared.append(backbone.prepare(viewed_rgb(encode_decode(img, kwargs))))
-        for name, vec in zip(names, backbone.vectors(prepared), strict=True):
+        prepared = [backbone.prepare(viewed_rgb(encode_decode(*apply_variant(source, name)))) for name in VARIANTS]
+        for name, vec in zip(VARIANTS, backbone.vectors(prepared), strict=True):
             sims = cosine_scores(matrix, vec)
             positives[name].append(float(sims[i]))
             sims[family == family[i]] = -np.inf
-            negatives.append(float(sims.max()) if np.isfinite(sims.max()) else -1.0)
+            nearest_distinct = float(sims.max())
+            negatives.append(nearest_distinct if np.isfinite(nearest_distinct) else -1.0)
     return Calibration(positives, negatives, used)
 
 
