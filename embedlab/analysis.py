@@ -63,7 +63,7 @@ def neighbourhood(matrix: np.ndarray, k: int, threshold: float) -> Neighbourhood
     return Neighbourhood(index, sim, pairs)
 
 
-class UnionFind:
+class _UnionFind:
     def __init__(self, n: int):
         self.parent = list(range(n))
 
@@ -79,17 +79,22 @@ class UnionFind:
             self.parent[max(ra, rb)] = min(ra, rb)
 
 
+def components(n_items: int, pairs: list[tuple[int, int, float]]) -> np.ndarray:
+    """Connected-component id of every item in the graph of ``pairs``."""
+    uf = _UnionFind(n_items)
+    for i, j, _ in pairs:
+        uf.union(i, j)
+    return np.array([uf.find(i) for i in range(n_items)], dtype=np.int64)
+
+
 def duplicate_groups(n_items: int, pairs: list[tuple[int, int, float]], paths: list[list[str]]) -> list[list[str]]:
     """Connected components of the >= threshold graph, expanded to paths.
 
     Items holding several paths (byte-identical copies) group on their own.
     """
-    uf = UnionFind(n_items)
-    for i, j, _ in pairs:
-        uf.union(i, j)
     members: dict[int, list[str]] = {}
-    for item in range(n_items):
-        members.setdefault(uf.find(item), []).extend(paths[item])
+    for item, root in enumerate(components(n_items, pairs)):
+        members.setdefault(int(root), []).extend(paths[item])
     groups = [sorted(g) for g in members.values() if len(g) >= 2]
     return sorted(groups)
 
@@ -129,8 +134,8 @@ def analyze_vectors(
 ) -> dict[str, Any]:
     """The `analyze` answer for unit vectors ``matrix`` whose rows hold ``paths``.
 
-    With ``quality`` (path -> stored metrics), flagged images gain FLAG_PENALTY
-    per flag on top of their isolation score.
+    With ``quality`` (path -> stored metrics), an image with any quality flag
+    gains FLAG_PENALTY on top of its isolation score.
     """
     hood = neighbourhood(matrix, k, threshold)
     groups = duplicate_groups(len(paths), hood.pairs, paths)

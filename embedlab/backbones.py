@@ -7,7 +7,6 @@ goes into the index so that vectors of different making are never mixed.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 from collections.abc import Callable, Sequence
@@ -21,6 +20,7 @@ from PIL import Image
 from torch import nn
 
 from .descriptor import DEFAULT_RECIPE, RECIPES, Recipe, compose, layout_features
+from .images import sha256_file
 from .registry import BACKBONES, DEFAULT_BACKBONE, BackboneError
 
 __all__ = ["BACKBONES", "DEFAULT_BACKBONE", "Backbone", "BackboneError", "load_backbone"]
@@ -135,14 +135,6 @@ def _configure_torch() -> None:
     torch.set_num_threads(TORCH_THREADS)
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -240,4 +232,4 @@ def load_backbone(name: str, weights: str | os.PathLike[str] | None = None, reci
         raise BackboneError(f"weights file not found: {path}")
     _configure_torch()
     trunk, head, pre, dim = _BUILDERS[name](path)
-    return Backbone(name, dim, path, file_sha256(path), pre, trunk, head, RECIPES[recipe])
+    return Backbone(name, dim, path, sha256_file(path), pre, trunk, head, RECIPES[recipe])

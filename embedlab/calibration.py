@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .analysis import UnionFind, neighbourhood
+from .analysis import components, neighbourhood
 from .backbones import Backbone
 from .images import ImageError, decode, viewed_rgb
 from .search import cosine_scores
@@ -84,10 +84,7 @@ def calibrate(
     distinct_below: float = 0.80,
 ) -> Calibration:
     """Measure variant-vs-source and variant-vs-distinct similarities on a sample."""
-    uf = UnionFind(len(shas))
-    for a, b, _ in neighbourhood(matrix, 0, distinct_below).pairs:
-        uf.union(a, b)
-    family = np.array([uf.find(i) for i in range(len(shas))])
+    family = components(len(shas), neighbourhood(matrix, 0, distinct_below).pairs)
     rng = np.random.default_rng(seed)
     chosen = sorted(rng.choice(len(shas), size=min(sample, len(shas)), replace=False).tolist()) if shas else []
     positives: dict[str, list[float]] = {name: [] for name in VARIANTS}

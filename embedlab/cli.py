@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -59,10 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="only warnings and errors on stderr"
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    add = sub.add_parser
-
-    def add_command(name: str, **kwargs: Any) -> argparse.ArgumentParser:
-        return add(name, parents=[common], **kwargs)
+    add_command = functools.partial(sub.add_parser, parents=[common])
 
     embed = add_command("embed", help="embed every image under a folder into an index")
     embed.add_argument("--images-dir", required=True, help="folder scanned recursively for images Pillow can read")

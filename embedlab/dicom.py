@@ -27,15 +27,9 @@ def available() -> bool:
 
 
 def is_dicom(path: str | os.PathLike[str]) -> bool:
-    """Extension, or the DICM magic at byte 128 for extension-less exports."""
-    if os.path.splitext(os.fspath(path))[1].lower() in DICOM_EXTENSIONS:
-        return True
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(128)
-            return fh.read(4) == b"DICM"
-    except OSError:
-        return False
+    """By extension only: the scan selects files by extension too, and sniffing
+    every PNG and JPEG for the DICM marker would open each file twice."""
+    return os.path.splitext(os.fspath(path))[1].lower() in DICOM_EXTENSIONS
 
 
 def read_dicom(path: str | os.PathLike[str]) -> tuple[Image.Image, str]:

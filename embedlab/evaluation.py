@@ -43,8 +43,8 @@ def retrieval_metrics(
     """Mean P@k, recall@k and mAP over all queries that have at least one relevant item."""
     n = len(labels)
     label_arr = np.asarray(labels)
-    p_at = {k: [] for k in ks}  # type: dict[int, list[float]]
-    r_at = {k: [] for k in ks}  # type: dict[int, list[float]]
+    p_at: dict[int, list[float]] = {k: [] for k in ks}
+    r_at: dict[int, list[float]] = {k: [] for k in ks}
     aps: list[float] = []
     for i in range(n):
         sims = cosine_scores(matrix, matrix[i])
