@@ -89,6 +89,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     embed.add_argument("--workers", type=_positive, default=2, help="threads decoding images (default 2)")
     embed.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
+    embed.add_argument(
+        "--ann",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="keep the HNSW search sidecar (INDEX/embedlab.usearch) in sync: auto (default) from 20,000 vectors "
+        "or when it exists, always, or never (search then syncs it when needed)",
+    )
+    embed.add_argument(
+        "--ann-dtype",
+        choices=("f16", "i8", "f32"),
+        default=None,
+        help="how the sidecar holds vectors: f16 (default, 2 bytes/dim), i8 (1 byte/dim) or f32; "
+        "scores are always re-computed from the float32 store",
+    )
 
     search = add_command("search", help="top-k most similar indexed images for each query image")
     search.add_argument("--index", required=True, help="index folder written by embed")
@@ -114,6 +128,19 @@ def build_parser() -> argparse.ArgumentParser:
         "so an image's own copies cannot hide how isolated it is)",
     )
     analyze.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    analyze.add_argument(
+        "--memory-mb",
+        type=_positive,
+        default=1024,
+        help="working memory for similarity blocks, in MB (default 1024); never an N x N matrix",
+    )
+    analyze.add_argument(
+        "--ann",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="approximate k-NN graph (k-means cells, exact scores) instead of exact all-pairs: "
+        "auto (default) above 20,000 unique vectors, always, or never",
+    )
 
     evaluate = add_command("evaluate", help="retrieval quality of an index whose images sit in one subfolder per class")
     evaluate.add_argument("--index", required=True, help="index of a folder laid out as CLASS/image files")
@@ -142,6 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _engine_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--exact", action="store_true", help="exact NumPy scan instead of sqlite-vec KNN")
+    parser.add_argument(
+        "--ann",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="HNSW candidates + exact re-score (needs usearch): auto (default) from 20,000 vectors, always, "
+        "or never (sqlite-vec's exact scan)",
+    )
     parser.add_argument(
         "--backbone", choices=BACKBONES, default=None, help="must match the index (default: the index's)"
     )
@@ -174,6 +208,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         seed=args.seed,
         workers=args.workers,
     )
+    _sync_sidecar(args.out, args.ann, args.ann_dtype)
     log.info(
         "embedded %d images: %d new, %d reused, %d unchanged, %d removed, %d failed",
         report.images,
@@ -201,6 +236,22 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _sync_sidecar(index: str, mode: str, dtype: str | None) -> None:
+    """Bring the HNSW search sidecar level with the store after an embed."""
+    from . import ann
+
+    if mode == "never" or not Path(index, "embedlab.db").is_file():
+        return
+    with Store(index) as store:
+        large = store.vector_count() >= ann.ANN_MIN_VECTORS or ann.sidecar_path(store).is_file()
+        if mode == "always" or (large and ann.available()):
+            started = time.perf_counter()
+            size = len(ann.open_synced(store, dtype))
+            log.info("search sidecar in sync: %d vectors, %.2fs", size, time.perf_counter() - started)
+        elif large:
+            log.warning("the index is large; pip install usearch==2.26.6 for the fast search path")
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from .indexer import embed_paths, resolve_backbone
     from .search import Searcher
@@ -211,7 +262,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         if not queries:
             raise CliError(f"no images found in {display_root(args.query_dir)}")
         backbone = resolve_backbone(store, args.backbone, args.weights)
-        searcher = Searcher(store, exact=args.exact)
+        searcher = Searcher(store, exact=args.exact, ann=args.ann)
         vectors = embed_paths(backbone, [q.abspath for q in queries], args.batch_size)
         failed = 0
         for query, vec in zip(queries, vectors, strict=True):
@@ -264,7 +315,7 @@ def _print_search(record: dict[str, Any], as_json: bool) -> None:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from .analysis import analyze_vectors
+    from .analysis import analyze_vectors, load_for_analysis
 
     if args.anomaly_top < 0:
         raise CliError("--anomaly-top must be 0 or more")
@@ -273,7 +324,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         meta = store.meta()
         # All-pairs work needs every vector in memory; the plain table reads them
         # far faster than a full vec0 scan (bench/speed.py), bit for bit the same.
-        shas, matrix = store.load_vectors(through_vec=False)
+        shas, matrix = load_for_analysis(store)
         by_sha = store.ok_paths_by_sha()
         result = analyze_vectors(
             matrix,
@@ -282,6 +333,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             anomaly_top=args.anomaly_top,
             k=args.k,
             quality=store.quality(),
+            memory_mb=args.memory_mb,
+            approximate={"auto": None, "always": True, "never": False}[args.ann],
         )
         result["unreadable"] = [{"path": p, "error": e} for p, e in store.errors()]
         result.update(
