@@ -54,6 +54,7 @@ class EmbedReport:
     dim: int = 0
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
+    run_id: int = 0  # the row of this run in the runs manifest
 
     @property
     def images_per_second(self) -> float:
@@ -146,6 +147,7 @@ def embed_folder(
             images_dir=root,
             versions=versions(),
         )
+        report.run_id = run_id
         try:
             _sync(store, backbone, root, files, report, run_id, batch_size, workers)
         except BaseException:
