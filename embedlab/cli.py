@@ -17,6 +17,7 @@ from typing import Any
 from . import __version__
 from .descriptor import RECIPES
 from .images import ImageError, display_root, path_token, scan_images
+from .progress import Progress
 from .provenance import versions
 from .registry import BACKBONES, BackboneError
 from .store import Store, StoreError
@@ -402,14 +403,16 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         # far faster than a full vec0 scan (bench/speed.py), bit for bit the same.
         shas, matrix = store.load_vectors(through_vec=False)
         by_sha = store.ok_paths_by_sha()
-        result = analyze_vectors(
-            matrix,
-            [by_sha[s] for s in shas],
-            threshold=args.dup_threshold,
-            anomaly_top=args.anomaly_top,
-            k=args.k,
-            quality=store.quality(),
-        )
+        with Progress(len(shas), "analyzing", unit="vec") as bar:
+            result = analyze_vectors(
+                matrix,
+                [by_sha[s] for s in shas],
+                threshold=args.dup_threshold,
+                anomaly_top=args.anomaly_top,
+                k=args.k,
+                quality=store.quality(),
+                on_rows=bar.update,
+            )
         result["unreadable"] = [{"path": p, "error": e} for p, e in store.errors()]
         result.update(
             backbone=meta.get("backbone"),

@@ -9,7 +9,6 @@ interrupted run keeps everything finished before it.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +16,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from .backbones import DEFAULT_BACKBONE, Backbone, Prepared, load_backbone, set_determinism
 from .descriptor import DEFAULT_RECIPE
@@ -32,6 +30,7 @@ from .images import (
     scan_images,
     sha256_file,
 )
+from .progress import Progress
 from .provenance import versions
 from .store import ImageRow, IndexMismatch, Store
 
@@ -314,10 +313,9 @@ def _embed_jobs(
             bar.update(len(batch))
 
 
-def progress(total: int, desc: str) -> tqdm:
-    """A bar only for a person watching a terminal; never in logs or pipes."""
-    quiet = not sys.stderr.isatty() or not log.isEnabledFor(logging.INFO)
-    return tqdm(total=total, unit="img", desc=desc, file=sys.stderr, disable=quiet)
+def progress(total: int, desc: str) -> Progress:
+    """A bar for a person watching a terminal; occasional plain log lines in logs or pipes."""
+    return Progress(total, desc)
 
 
 def write_batch(

@@ -14,7 +14,6 @@ import html
 import io
 import logging
 import os
-import sys
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,10 +23,10 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from .analysis import BLANK_CONTRAST, EXTREME_ASPECT, LOW_ENTROPY_BITS, TINY_SIDE, analyze_vectors
 from .images import ImageError, decode
+from .progress import Progress
 from .search import SCORE_DECIMALS, cosine_scores
 from .store import ImageRow, Store
 
@@ -121,11 +120,7 @@ class Thumbnails:
 
     def make(self, paths: Iterable[str]) -> None:
         todo = sorted({p for p in paths if p not in self.uris and p not in self.errors})
-        quiet = not sys.stderr.isatty() or not log.isEnabledFor(logging.INFO)
-        with (
-            ThreadPoolExecutor(self.workers) as pool,
-            tqdm(total=len(todo), unit="img", desc="thumbnails", file=sys.stderr, disable=quiet) as bar,
-        ):
+        with ThreadPoolExecutor(self.workers) as pool, Progress(len(todo), "thumbnails") as bar:
             for path, uri, error in pool.map(_one_thumbnail, todo):
                 if uri is not None:
                     self.uris[path] = uri
@@ -298,14 +293,16 @@ def build_report(store: Store, options: ReportOptions, *, title: str = "embedlab
     shas, matrix = store.load_vectors(through_vec=False)
     by_sha = store.ok_paths_by_sha()
     paths = [by_sha[s] for s in shas]
-    result = analyze_vectors(
-        matrix,
-        paths,
-        threshold=options.dup_threshold,
-        anomaly_top=options.anomaly_top,
-        k=options.anomaly_k,
-        quality=store.quality(),
-    )
+    with Progress(len(shas), "analyzing", unit="vec") as bar:
+        result = analyze_vectors(
+            matrix,
+            paths,
+            threshold=options.dup_threshold,
+            anomaly_top=options.anomaly_top,
+            k=options.anomaly_k,
+            quality=store.quality(),
+            on_rows=bar.update,
+        )
     row_of = {p: i for i, item in enumerate(paths) for p in item}
     rows = store.image_rows()
     unreadable = store.errors()
