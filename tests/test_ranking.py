@@ -28,22 +28,28 @@ def test_mmr_trades_a_second_copy_for_a_new_picture() -> None:
     assert sorted(mmr_order(sims, pairwise, 10, 0.5)) == [0, 1, 2, 3]  # k beyond the pool: each once
 
 
-def test_progress_without_a_terminal_is_plain_log_lines(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def test_progress_without_a_terminal_is_plain_log_lines(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(progress, "LOG_EVERY_S", 0.0)
     logger = logging.getLogger("embedlab")
-    monkeypatch.setattr(logger, "propagate", True)
-    with caplog.at_level(logging.INFO, logger="embedlab"), progress.Progress(4, "thumbnails") as bar:
+    lines = _Lines()
+    monkeypatch.setattr(logger, "handlers", [lines])
+    monkeypatch.setattr(logger, "level", logging.INFO)
+    with progress.Progress(4, "thumbnails") as bar:
         assert bar.bar is None  # pytest's stderr is not a terminal
         for _ in range(4):
             bar.update(1)
-    assert [r.getMessage() for r in caplog.records] == [
-        "thumbnails: 1/4 img (25%)",
-        "thumbnails: 2/4 img (50%)",
-        "thumbnails: 3/4 img (75%)",
-    ]
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="embedlab"), progress.Progress(4, "quiet") as bar:
+    assert lines.lines == ["thumbnails: 1/4 img (25%)", "thumbnails: 2/4 img (50%)", "thumbnails: 3/4 img (75%)"]
+    lines.lines.clear()
+    monkeypatch.setattr(logger, "level", logging.WARNING)
+    with progress.Progress(4, "quiet") as bar:
         bar.update(4)
-    assert caplog.records == []  # --quiet silences progress too
+    assert lines.lines == []  # --quiet silences progress too
