@@ -97,7 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="vector recipe: hybrid (CNN + layout, calibrated for --dup-threshold 0.92; default for a new index) "
         "or plain (pooled CNN features only)",
     )
-    embed.add_argument("--workers", type=_positive, default=2, help="threads decoding images (default 2)")
+    embed.add_argument(
+        "--workers", type=_positive, default=2, help="threads decoding images beside the model (default 2)"
+    )
+    embed.add_argument(
+        "--rehash",
+        action="store_true",
+        help="hash every file, even those whose size and mtime are unchanged (catches content rewritten in place)",
+    )
     embed.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
 
     search = add_command("search", help="top-k most similar indexed images for each query image")
@@ -236,6 +243,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         seed=args.seed,
         workers=args.workers,
+        rehash=args.rehash,
     )
     log.info(
         "embedded %d images: %d new, %d reused, %d unchanged, %d removed, %d failed",
@@ -273,7 +281,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from .indexer import embed_paths, resolve_backbone
+    from .indexer import query_vectors, resolve_spec
     from .ranking import Ranker
     from .search import Searcher
 
@@ -285,10 +293,11 @@ def cmd_search(args: argparse.Namespace) -> int:
                 f"no images found in {display_root(args.query_dir)}: --query-dir needs image files "
                 "(PNG, JPEG, TIFF, DICOM, ...), searched recursively"
             )
-        backbone = resolve_backbone(store, args.backbone, args.weights)
+        backbone = resolve_spec(store, args.backbone, args.weights)
         ranker = Ranker(store, Searcher(store, exact=args.exact))
         t0 = time.perf_counter()
-        vectors = embed_paths(backbone, [q.abspath for q in queries], args.batch_size)
+        # Queries the index already holds (same bytes) reuse their stored vector: no model load.
+        vectors, model = query_vectors(store, backbone, [q.abspath for q in queries], args.batch_size)
         embed_seconds = time.perf_counter() - t0
         failed, latencies = 0, []
         for query, vec in zip(queries, vectors, strict=True):
@@ -305,12 +314,13 @@ def cmd_search(args: argparse.Namespace) -> int:
                     record.update(backbone=backbone.signature, engine=ranker.searcher.engine)
             _print_search(record, args.json)
         log.info(
-            "%d queries, k=%d, engine %s, backbone %s (dim %d), %.2fs",
+            "%d queries, k=%d, engine %s, backbone %s (dim %d, %s), %.2fs",
             len(queries),
             args.k,
             ranker.searcher.engine,
             backbone.name,
             backbone.dim,
+            "model loaded" if model is not None else "stored vectors, no model",
             time.perf_counter() - started,
         )
         args.metrics.update(

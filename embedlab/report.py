@@ -268,16 +268,17 @@ def _manifest(store: Store) -> list[tuple[str, str]]:
 
 
 def _search(store: Store, query_dir: str, k: int, batch_size: int) -> list[dict[str, Any]]:
-    """Top-k per query through the same Searcher as `search` (imports torch)."""
+    """Top-k per query through the same Searcher as `search` (a model loads only for new queries)."""
     from .images import scan_images
-    from .indexer import embed_paths, resolve_backbone
+    from .indexer import query_vectors, resolve_spec
     from .search import Searcher
 
     queries = scan_images(query_dir)
-    backbone = resolve_backbone(store, None, None)
+    spec = resolve_spec(store, None, None)
     searcher = Searcher(store)
+    vectors, _ = query_vectors(store, spec, [q.abspath for q in queries], batch_size)
     records: list[dict[str, Any]] = []
-    for query, vec in zip(queries, embed_paths(backbone, [q.abspath for q in queries], batch_size), strict=True):
+    for query, vec in zip(queries, vectors, strict=True):
         if isinstance(vec, str):
             records.append({"query": query.path, "results": [], "error": vec})
         else:
