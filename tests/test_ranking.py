@@ -42,14 +42,18 @@ def test_progress_without_a_terminal_is_plain_log_lines(monkeypatch: pytest.Monk
     logger = logging.getLogger("embedlab")
     lines = _Lines()
     monkeypatch.setattr(logger, "handlers", [lines])
-    monkeypatch.setattr(logger, "level", logging.INFO)
-    with progress.Progress(4, "thumbnails") as bar:
-        assert bar.bar is None  # pytest's stderr is not a terminal
-        for _ in range(4):
-            bar.update(1)
-    assert lines.lines == ["thumbnails: 1/4 img (25%)", "thumbnails: 2/4 img (50%)", "thumbnails: 3/4 img (75%)"]
-    lines.lines.clear()
-    monkeypatch.setattr(logger, "level", logging.WARNING)
-    with progress.Progress(4, "quiet") as bar:
-        bar.update(4)
-    assert lines.lines == []  # --quiet silences progress too
+    old_level = logger.level
+    try:
+        logger.setLevel(logging.INFO)  # setLevel also clears the logger's isEnabledFor cache
+        with progress.Progress(4, "thumbnails") as bar:
+            assert bar.bar is None  # pytest's stderr is not a terminal
+            for _ in range(4):
+                bar.update(1)
+        assert lines.lines == ["thumbnails: 1/4 img (25%)", "thumbnails: 2/4 img (50%)", "thumbnails: 3/4 img (75%)"]
+        lines.lines.clear()
+        logger.setLevel(logging.WARNING)
+        with progress.Progress(4, "quiet") as bar:
+            bar.update(4)
+        assert lines.lines == []  # --quiet silences progress too
+    finally:
+        logger.setLevel(old_level)
