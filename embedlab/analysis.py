@@ -9,7 +9,7 @@ Above it, `embedlab.ivf` builds an approximate k-NN graph with exact scores.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -73,9 +73,17 @@ def _blocks(n: int, rows: int) -> Iterator[tuple[int, int]]:
 
 
 def neighbourhood(
-    matrix: np.ndarray, k: int, threshold: float, *, block_bytes: int = DEFAULT_MEMORY_MB << 20
+    matrix: np.ndarray,
+    k: int,
+    threshold: float,
+    on_rows: Callable[[int], None] | None = None,
+    *,
+    block_bytes: int = DEFAULT_MEMORY_MB << 20,
 ) -> Neighbourhood:
-    """Exact: every pair is scored, ``block_bytes`` at a time."""
+    """Exact: every pair is scored, ``block_bytes`` at a time.
+
+    ``on_rows(n)`` is told after each block of n rows (progress for long runs).
+    """
     n = matrix.shape[0]
     kk = max(0, min(k, n - 1))
     index = np.zeros((n, kk), dtype=np.int64)
@@ -95,11 +103,19 @@ def neighbourhood(
             order = np.lexsort((part, -vals), axis=-1)
             index[start:stop] = np.take_along_axis(part, order, axis=1)
             sim[start:stop] = np.take_along_axis(vals, order, axis=1)
+        if on_rows is not None:
+            on_rows(stop - start)
     return Neighbourhood(index, sim, pairs)
 
 
 def neighbours(
-    matrix: np.ndarray, k: int, threshold: float, *, memory_mb: int, approximate: bool | None
+    matrix: np.ndarray,
+    k: int,
+    threshold: float,
+    *,
+    memory_mb: int,
+    approximate: bool | None,
+    on_rows: Callable[[int], None] | None = None,
 ) -> Neighbourhood:
     """Exact blocked all-pairs, or the approximate k-NN graph for large inputs."""
     if approximate is None:
@@ -107,8 +123,8 @@ def neighbours(
     if approximate:
         from .ivf import knn_graph
 
-        return knn_graph(matrix, k, threshold, block_bytes=memory_mb << 20)
-    return neighbourhood(matrix, k, threshold, block_bytes=memory_mb << 20)
+        return knn_graph(matrix, k, threshold, block_bytes=memory_mb << 20, on_rows=on_rows)
+    return neighbourhood(matrix, k, threshold, on_rows, block_bytes=memory_mb << 20)
 
 
 class _UnionFind:
@@ -179,6 +195,7 @@ def analyze_vectors(
     anomaly_top: int,
     k: int,
     quality: dict[str, dict[str, Any]] | None = None,
+    on_rows: Callable[[int], None] | None = None,
     memory_mb: int = DEFAULT_MEMORY_MB,
     approximate: bool | None = None,
 ) -> dict[str, Any]:
@@ -189,7 +206,7 @@ def analyze_vectors(
     k-NN graph of embedlab.ivf (None: above EXACT_MAX_ITEMS items); ``memory_mb``
     bounds the similarity blocks of either path.
     """
-    hood = neighbours(matrix, k, threshold, memory_mb=memory_mb, approximate=approximate)
+    hood = neighbours(matrix, k, threshold, memory_mb=memory_mb, approximate=approximate, on_rows=on_rows)
     return report(hood, paths, anomaly_top=anomaly_top, quality=quality)
 
 

@@ -4,25 +4,27 @@ Files are matched by path, size and mtime first (no read), then by content
 hash: a renamed or copied file reuses its vector, a changed one is embedded
 again, a vanished one leaves the index. Each batch commits on its own, so an
 interrupted run keeps everything finished before it.
+
+The model is loaded only when there is something to embed: planning needs the
+index's signature and the weights file's hash, never torch.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from tqdm import tqdm
+from PIL import Image
 
-from .backbones import DEFAULT_BACKBONE, Backbone, Prepared, load_backbone, set_determinism
 from .descriptor import DEFAULT_RECIPE
 from .images import (
-    Decoded,
     ImageError,
     ImageFileInfo,
     decode,
@@ -32,12 +34,33 @@ from .images import (
     scan_images,
     sha256_file,
 )
+from .progress import Progress
 from .provenance import versions
+from .registry import DEFAULT_BACKBONE, BackboneSpec, backbone_spec
 from .store import ImageRow, IndexMismatch, Store
 
-__all__ = ["EmbedReport", "IndexMismatch", "embed_folder", "embed_paths", "resolve_backbone"]
+if TYPE_CHECKING:  # the model code imports torch: only where a model runs
+    from .backbones import Backbone, Prepared
+
+__all__ = [
+    "EmbedReport",
+    "Embedded",
+    "IndexMismatch",
+    "Job",
+    "embed_folder",
+    "embed_jobs",
+    "embed_paths",
+    "query_vectors",
+    "resolve_backbone",
+    "resolve_spec",
+    "write_batch",
+]
 
 log = logging.getLogger("embedlab")
+# Batches decoded ahead of the one in the forward pass: decoding the next batch
+# overlaps inference, and memory stays bounded (workers keep only the network
+# input, never the full-size picture).
+PREFETCH_BATCHES = 2
 
 
 @dataclass
@@ -54,53 +77,143 @@ class EmbedReport:
     dim: int = 0
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
+    run_id: int = 0  # the row of this run in the runs manifest
 
     @property
     def images_per_second(self) -> float:
         return self.embedded_vectors / self.timings["embed"] if self.timings.get("embed") else 0.0
 
 
-def check_compatible(store: Store, backbone: Backbone) -> None:
+def check_compatible(store: Store, spec: BackboneSpec) -> None:
     """Refuse to mix vectors of two recipes in one index."""
     meta = store.meta()
     if "signature" not in meta:
         return
-    if meta["signature"] != backbone.signature:
+    if meta["signature"] != spec.signature:
         raise IndexMismatch(
-            f"index was built with {meta['signature']} but this run uses {backbone.signature}; "
+            f"index was built with {meta['signature']} but this run uses {spec.signature}; "
             f"use --backbone {meta.get('backbone', '?')} or a new --out folder"
         )
-    if meta["weights_sha256"] != backbone.weights_sha256:
+    if meta["weights_sha256"] != spec.weights_sha256:
         raise IndexMismatch(
-            f"index was built with weights {meta['weights_sha256'][:12]} but {backbone.weights_path.name} "
-            f"is {backbone.weights_sha256[:12]}; pass the original --weights or use a new --out folder"
+            f"index was built with weights {meta['weights_sha256'][:12]} but {spec.weights_path.name} "
+            f"is {spec.weights_sha256[:12]}; pass the original --weights or use a new --out folder"
         )
+
+
+def resolve_spec(store: Store, name: str | None, weights: str | None, recipe: str | None = None) -> BackboneSpec:
+    """The index's own backbone and recipe unless the user names one (which must then match); no torch."""
+    meta = store.meta()
+    chosen = name or meta.get("backbone") or DEFAULT_BACKBONE
+    spec = backbone_spec(chosen, weights, recipe or meta.get("recipe") or DEFAULT_RECIPE)
+    check_compatible(store, spec)
+    return spec
 
 
 def resolve_backbone(store: Store, name: str | None, weights: str | None, recipe: str | None = None) -> Backbone:
-    """The index's own backbone and recipe unless the user names one (which must then match)."""
-    meta = store.meta()
-    chosen = name or meta.get("backbone") or DEFAULT_BACKBONE
-    backbone = load_backbone(chosen, weights, recipe or meta.get("recipe") or DEFAULT_RECIPE)
-    check_compatible(store, backbone)
-    return backbone
+    """Like resolve_spec, then load the model."""
+    return load_model(resolve_spec(store, name, weights, recipe))
+
+
+def load_model(spec: BackboneSpec) -> Backbone:
+    """Import torch and build the model: seconds, so only when something needs embedding."""
+    log.debug("loading backbone %s", spec.name)
+    from .backbones import build_backbone
+
+    return build_backbone(spec)
 
 
 @dataclass(frozen=True)
-class _Job:
+class Job:
+    """One file to embed. Plain data, so it can cross to worker threads, processes or Ray actors."""
+
     info: ImageFileInfo
     sha256: str
 
 
-def _decode_job(job: _Job, backbone: Backbone) -> tuple[_Job, Decoded | None, Prepared | None, str | None]:
+@dataclass(frozen=True)
+class Embedded:
+    """A worker's answer for one file: its images row (``ok`` or ``error``) and, if it decoded, its vector."""
+
+    job: Job
+    row: ImageRow
+    vector: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class DecodedJob:
+    """A decode worker's answer: the file's row and the network input, without the full-size picture."""
+
+    job: Job
+    row: ImageRow
+    prepared: Prepared | None
+
+
+def decode_job(backbone: Backbone, root: str, job: Job) -> DecodedJob:
+    """Everything per file except the forward pass: decode, measure, preprocess (thread-safe)."""
+    info = job.info
     try:
-        decoded = decode(job.info.abspath)
-        return job, decoded, backbone.prepare(decoded.rgb), None
+        image = decode(info.abspath)
+        prepared = backbone.prepare(image.rgb)
     except ImageError as exc:
-        return job, None, None, str(exc)
+        return DecodedJob(job, _error_row(info, root, job.sha256, str(exc)), None)
+    row = ImageRow(
+        path=info.path,
+        root=root,
+        sha256=job.sha256,
+        size=info.size,
+        mtime_ns=info.mtime_ns,
+        status="ok",
+        width=image.width,
+        height=image.height,
+        format=image.format,
+        mode=image.mode,
+        **quality_metrics(image.rgb),  # type: ignore[arg-type]
+    )
+    return DecodedJob(job, row, prepared)
 
 
-def _batches(items: Sequence[_Job], size: int) -> Iterator[Sequence[_Job]]:
+def embed_decoded(backbone: Backbone, decoded: Sequence[DecodedJob]) -> list[Embedded]:
+    """The forward pass for a batch of decoded files; a copy inside the batch shares the first one's vector."""
+    out: list[Embedded] = []
+    first: dict[str, int] = {}
+    to_embed: list[tuple[int, Prepared]] = []
+    for item in decoded:
+        job, row = item.job, item.row
+        if item.prepared is None:
+            out.append(Embedded(job, row, None))
+            continue
+        if job.sha256 in first:
+            twin = out[first[job.sha256]].row
+            out.append(Embedded(job, replace(twin, path=row.path, size=row.size, mtime_ns=row.mtime_ns), None))
+            continue
+        first[job.sha256] = len(out)
+        out.append(Embedded(job, row, None))
+        to_embed.append((len(out) - 1, item.prepared))
+    if to_embed:
+        for (slot, _), vec in zip(to_embed, backbone.vectors([p for _, p in to_embed]), strict=True):
+            out[slot] = replace(out[slot], vector=vec)
+    return out
+
+
+def embed_jobs(
+    backbone: Backbone, root: str, jobs: Sequence[Job], pool: ThreadPoolExecutor | None = None
+) -> list[Embedded]:
+    """Decode, measure and embed a batch of files, touching no store.
+
+    This is the whole per-file computation: the local path runs it in this
+    process, a cluster runs it on workers, and the driver alone writes the
+    results. Vectors do not depend on how files are batched (see
+    ``backbones.MICRO_BATCH``), so any split gives the same bytes.
+    """
+    if pool is None:
+        decoded = [decode_job(backbone, root, j) for j in jobs]
+    else:
+        decoded = list(pool.map(lambda j: decode_job(backbone, root, j), jobs))
+    return embed_decoded(backbone, decoded)
+
+
+def _batches(items: Sequence[Job], size: int) -> Iterator[Sequence[Job]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
@@ -115,39 +228,33 @@ def embed_folder(
     batch_size: int = 32,
     seed: int = 0,
     workers: int = 2,
+    rehash: bool = False,
 ) -> EmbedReport:
-    """Embed every image under ``images_dir`` into the index at ``out``."""
+    """Embed every image under ``images_dir`` into the index at ``out``.
+
+    ``rehash`` hashes every file even when its size and mtime are unchanged,
+    for file systems or tools that rewrite content but keep both.
+    """
     started = time.perf_counter()
-    set_determinism(seed)
     root = display_root(images_dir)
     files = scan_images(images_dir)
     report = EmbedReport(images=len(files))
     with Store(out, create=True) as store:
-        t0 = time.perf_counter()
-        backbone = resolve_backbone(store, backbone_name, weights, recipe)
-        report.backbone, report.recipe, report.dim = backbone.name, backbone.recipe.name, backbone.dim
-        report.timings["load_model"] = time.perf_counter() - t0
-        store.set_meta(
-            backbone=backbone.name,
-            recipe=backbone.recipe.name,
-            signature=backbone.signature,
-            weights_sha256=backbone.weights_sha256,
-            weights_file=backbone.weights_path.name,
-            dim=str(backbone.dim),
-        )
-        store.ensure_vec_index(backbone.dim)
+        spec = resolve_spec(store, backbone_name, weights, recipe)
+        report.backbone, report.recipe, report.dim = spec.name, spec.recipe.name, spec.dim
         run_id = store.start_run(
             "embed",
-            backbone=backbone.signature,
-            weights_sha256=backbone.weights_sha256,
-            dim=backbone.dim,
+            backbone=spec.signature,
+            weights_sha256=spec.weights_sha256,
+            dim=spec.dim,
             seed=seed,
             batch_size=batch_size,
             images_dir=root,
             versions=versions(),
         )
+        report.run_id = run_id
         try:
-            _sync(store, backbone, root, files, report, run_id, batch_size, workers)
+            _sync(store, spec, root, files, report, run_id, batch_size, workers, seed, rehash)
         except BaseException:
             store.finish_run(run_id, "failed", counts=_counts(report))
             raise
@@ -166,25 +273,47 @@ def _counts(report: EmbedReport) -> dict[str, int]:
 
 def _sync(
     store: Store,
-    backbone: Backbone,
+    spec: BackboneSpec,
     root: str,
     files: list[ImageFileInfo],
     report: EmbedReport,
     run_id: int,
     batch_size: int,
     workers: int,
+    seed: int,
+    rehash: bool,
 ) -> None:
     t0 = time.perf_counter()
     known = store.images_under(root)
-    reused_rows, jobs = _plan(store, root, files, known, report)
+    reused_rows, jobs = _plan(store, root, files, known, report, rehash)
     report.timings["scan"] = time.perf_counter() - t0
+
+    # The meta is written only by a run that built the model: a weights file
+    # that does not load must never become an index's signature.
+    if jobs or "signature" not in store.meta():
+        t0 = time.perf_counter()
+        backbone = load_model(spec)
+        from .backbones import set_determinism
+
+        set_determinism(seed)
+        report.timings["load_model"] = time.perf_counter() - t0
+        store.set_meta(
+            backbone=spec.name,
+            recipe=spec.recipe.name,
+            signature=spec.signature,
+            weights_sha256=spec.weights_sha256,
+            weights_file=spec.weights_path.name,
+            dim=str(spec.dim),
+        )
+    store.ensure_vec_index(spec.dim)
 
     with store.transaction():
         store.upsert_images(reused_rows, run_id)
 
-    t0 = time.perf_counter()
-    _embed_jobs(store, backbone, root, jobs, report, run_id, batch_size, workers)
-    report.timings["embed"] = time.perf_counter() - t0
+    if jobs:
+        t0 = time.perf_counter()
+        _embed_jobs(store, backbone, root, jobs, report, run_id, batch_size, workers)
+        report.timings["embed"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     seen = {f.path for f in files}
@@ -197,17 +326,23 @@ def _sync(
 
 
 def _plan(
-    store: Store, root: str, files: list[ImageFileInfo], known: dict[str, ImageRow], report: EmbedReport
-) -> tuple[list[ImageRow], list[_Job]]:
+    store: Store,
+    root: str,
+    files: list[ImageFileInfo],
+    known: dict[str, ImageRow],
+    report: EmbedReport,
+    rehash: bool = False,
+) -> tuple[list[ImageRow], list[Job]]:
     """Split the scan into rows that reuse a stored vector and files that need the model."""
     have_vectors = store.embedded_shas()
     reused_rows: list[ImageRow] = []
-    jobs: list[_Job] = []
+    jobs: list[Job] = []
     for info in files:
         old = known.get(info.path)
-        if old is not None and old.size == info.size and old.mtime_ns == info.mtime_ns:
+        same = old if old is not None and old.size == info.size and old.mtime_ns == info.mtime_ns else None
+        if same is not None and not rehash:
             report.unchanged += 1
-            report.failed += old.status == "error"
+            report.failed += same.status == "error"
             continue
         try:
             sha = sha256_file(info.abspath)
@@ -216,12 +351,16 @@ def _plan(
             reused_rows.append(_error_row(info, root, "", f"cannot read: {exc.strerror}"))
             report.failed += 1
             continue
+        if same is not None and same.sha256 == sha and (same.status == "error" or sha in have_vectors):
+            report.unchanged += 1  # --rehash confirmed the content
+            report.failed += same.status == "error"
+            continue
         template = store.image_row_for_sha(sha) if sha in have_vectors else None
         if template is not None:
             reused_rows.append(replace(template, path=info.path, root=root, size=info.size, mtime_ns=info.mtime_ns))
             report.reused += 1
         else:
-            jobs.append(_Job(info, sha))
+            jobs.append(Job(info, sha))
             report.new += 1
     return reused_rows, jobs
 
@@ -230,74 +369,65 @@ def _embed_jobs(
     store: Store,
     backbone: Backbone,
     root: str,
-    jobs: list[_Job],
+    jobs: list[Job],
     report: EmbedReport,
     run_id: int,
     batch_size: int,
     workers: int,
 ) -> None:
-    """Decode in worker threads, embed and commit batch by batch."""
+    """Decode ahead in worker threads while the model embeds the current batch; commit batch by batch."""
     done: dict[str, ImageRow] = {}
-    # A bar only for a person watching a terminal; never in logs or pipes.
-    quiet = not sys.stderr.isatty() or not log.isEnabledFor(logging.INFO)
-    with (
-        ThreadPoolExecutor(max_workers=max(1, workers)) as pool,
-        tqdm(total=len(jobs), unit="img", desc="embedding", file=sys.stderr, disable=quiet) as bar,
-    ):
-        for batch in _batches(jobs, max(1, batch_size)):
-            results = list(pool.map(lambda j: _decode_job(j, backbone), batch))
-            _write_batch(store, backbone, root, results, done, report, run_id)
+    batches = list(_batches(jobs, max(1, batch_size)))
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, progress(len(jobs), "embedding") as bar:
+        ahead: deque[list[Future[DecodedJob]]] = deque()
+        for index, batch in enumerate(batches):
+            while len(ahead) <= PREFETCH_BATCHES and index + len(ahead) < len(batches):
+                ahead.append([pool.submit(decode_job, backbone, root, job) for job in batches[index + len(ahead)]])
+            decoded = [future.result() for future in ahead.popleft()]
+            write_batch(store, embed_decoded(backbone, decoded), done, report, run_id)
             bar.update(len(batch))
 
 
-def _write_batch(
-    store: Store,
-    backbone: Backbone,
-    root: str,
-    results: list[tuple[_Job, Decoded | None, Prepared | None, str | None]],
-    done: dict[str, ImageRow],
-    report: EmbedReport,
-    run_id: int,
+def progress(total: int, desc: str) -> Progress:
+    """A bar for a person watching a terminal; occasional plain log lines in logs or pipes."""
+    return Progress(total, desc)
+
+
+def write_batch(
+    store: Store, results: Sequence[Embedded], done: dict[str, ImageRow], report: EmbedReport, run_id: int
 ) -> None:
-    """Embed one batch and commit its vectors and rows together."""
+    """Commit one batch of worker results: vectors and rows in one transaction.
+
+    ``done`` maps every sha256 this run has written to its row, so a copy met in
+    a later batch reuses that vector instead of inserting it twice.
+    """
     rows: list[ImageRow] = []
-    to_embed: list[tuple[str, Prepared]] = []
+    shas: list[str] = []
+    vectors: list[np.ndarray] = []
     batch_rows: dict[str, ImageRow] = {}
-    for job, decoded, prepared, error in results:
-        info = job.info
-        if decoded is None or prepared is None:
-            log.warning("%s: skipped, %s", path_token(info.path), error)
-            rows.append(_error_row(info, root, job.sha256, error or "unreadable"))
+    for item in results:
+        info, row = item.job.info, item.row
+        if row.status != "ok":
+            log.warning("%s: skipped, %s", path_token(info.path), row.error)
+            rows.append(row)
             report.failed += 1
             report.new -= 1
             continue
-        earlier = done.get(job.sha256) or batch_rows.get(job.sha256)
-        if earlier is not None:  # a copy of a file embedded moments ago
+        earlier = done.get(row.sha256)
+        if earlier is not None:  # a copy of a file embedded in an earlier batch
             rows.append(replace(earlier, path=info.path, size=info.size, mtime_ns=info.mtime_ns))
             continue
-        row = ImageRow(
-            path=info.path,
-            root=root,
-            sha256=job.sha256,
-            size=info.size,
-            mtime_ns=info.mtime_ns,
-            status="ok",
-            width=decoded.width,
-            height=decoded.height,
-            format=decoded.format,
-            mode=decoded.mode,
-            **quality_metrics(decoded.rgb),  # type: ignore[arg-type]
-        )
         rows.append(row)
-        batch_rows[job.sha256] = row
-        to_embed.append((job.sha256, prepared))
-    vectors = backbone.vectors([p for _, p in to_embed]) if to_embed else None
+        if item.vector is not None:
+            batch_rows[row.sha256] = row
+            shas.append(row.sha256)
+            vectors.append(item.vector)
     with store.transaction():
-        if vectors is not None:
-            store.insert_vectors([s for s, _ in to_embed], vectors, run_id)
+        if vectors:
+            store.insert_vectors(shas, np.stack(vectors), run_id)
         store.upsert_images(rows, run_id)
     done.update(batch_rows)
-    report.embedded_vectors += len(to_embed)
+    report.embedded_vectors += len(vectors)
 
 
 def _error_row(info: ImageFileInfo, root: str, sha: str, error: str) -> ImageRow:
@@ -324,3 +454,41 @@ def embed_paths(backbone: Backbone, paths: Sequence[Path], batch_size: int = 32)
             for slot, vec in zip(slots, backbone.vectors(prepared), strict=True):
                 out[slot] = vec
     return out
+
+
+def query_vectors(
+    store: Store, spec: BackboneSpec, paths: Sequence[Path], batch_size: int = 32
+) -> tuple[list[np.ndarray | str], Backbone | None]:
+    """Vectors for query files: the stored one for content the index already holds, else the model's.
+
+    A stored vector is the one the model would compute for the same bytes
+    (vectors are deterministic), so a query batch the index has seen loads no
+    model at all; otherwise the model is loaded once for the new files.
+    Returns the vectors (or per-file errors) and the model, if one was loaded.
+    """
+    out: list[np.ndarray | str] = [""] * len(paths)
+    shas: dict[int, str] = {}
+    for i, path in enumerate(paths):
+        try:
+            shas[i] = sha256_file(path)
+        except OSError as exc:
+            out[i] = f"cannot read: {exc.strerror}"
+    stored = store.vectors_by_sha(sorted(set(shas.values())))
+    missing = [i for i, sha in shas.items() if sha not in stored]
+    for i, sha in shas.items():
+        if sha in stored:
+            out[i] = stored[sha]
+    backbone = None
+    for start in range(0, len(missing), max(1, batch_size)):
+        images: dict[int, Image.Image] = {}
+        for i in missing[start : start + batch_size]:
+            try:
+                images[i] = decode(paths[i]).rgb
+            except ImageError as exc:  # unreadable queries need no model either
+                out[i] = str(exc)
+        if images:
+            backbone = backbone or load_model(spec)
+            vectors = backbone.vectors([backbone.prepare(rgb) for rgb in images.values()])
+            for i, vec in zip(images, vectors, strict=True):
+                out[i] = vec
+    return out, backbone

@@ -17,6 +17,8 @@ fixed by the seed, and every tie is broken by item position.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from .analysis import Neighbourhood
@@ -84,6 +86,7 @@ def knn_graph(
     block_bytes: int,
     nprobe: int = NPROBE,
     seed: int = 0,
+    on_rows: Callable[[int], None] | None = None,
 ) -> Neighbourhood:
     """Each item's k nearest other items and the graph edges at or above ``threshold``.
 
@@ -148,6 +151,8 @@ def knn_graph(
             pair_i.append(np.minimum(ii, jj))
             pair_j.append(np.maximum(ii, jj))
             pair_s.append(exact[:, :width][edge])
+            if on_rows is not None:
+                on_rows(len(rows))
     return Neighbourhood(index, sim, _unique_pairs(pair_i, pair_j, pair_s))
 
 

@@ -48,26 +48,22 @@ class Searcher:
         self._ann = None
         self._shas: list[str] = []
         self._matrix: np.ndarray | None = None
+        self.paths = store.ok_paths_by_sha()
         if self.engine == "ann":
             from .ann import open_synced
 
-            # Paths are looked up per answer: a million-row dict would cost more than the queries.
-            self.paths: dict[str, list[str]] = {}
             self._ann = open_synced(store)
-            return
-        self.paths = store.ok_paths_by_sha()
         if self.engine == "numpy":
             self._shas, self._matrix = store.load_vectors(through_vec=False)
 
     def top_k(self, query: np.ndarray, k: int) -> list[Hit]:
-        if k <= 0 or (not self.paths and self._ann is None):
+        if k <= 0 or not self.paths:
             return []
         shas, scores = self._candidates(query, k)
-        paths = self.store.paths_for_shas(shas) if self._ann is not None else self.paths
         hits = [
             Hit(path, round(float(score), SCORE_DECIMALS))
             for sha, score in zip(shas, scores, strict=True)
-            for path in paths.get(sha, ())
+            for path in self.paths.get(sha, ())
         ]
         hits.sort(key=lambda h: (-h.score, h.path))
         return hits[:k]
@@ -76,7 +72,7 @@ class Searcher:
         want = k + _CANDIDATE_MARGIN
         if self._ann is not None:
             rowids = self._ann.search(query, max(want, ANN_CANDIDATES))
-            ann_shas = [s for s in self.store.shas_for_rowids(rowids.tolist()) if s is not None]
+            ann_shas = [s for s in self.store.shas_for_rowids(rowids.tolist()) if s in self.paths]
             if not ann_shas:
                 return [], np.zeros(0)
             return ann_shas, cosine_scores(self.store.vectors_for(ann_shas), query)
