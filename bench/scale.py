@@ -182,6 +182,13 @@ def build_store(folder: Path, mix: Mixture, n: int, matrix: np.ndarray) -> float
     return time.perf_counter() - t0
 
 
+def _complete(folder: Path, n: int) -> bool:
+    if not (folder / "embedlab.db").is_file():
+        return False
+    with Store(folder) as store:
+        return store.vector_count() == n and store.referenced_vector_count() == n
+
+
 def compressed_recall(matrix: np.ndarray, queries: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     """recall@5 when scores come from a compressed copy instead of float32 (no re-score)."""
     sample = matrix[np.linspace(0, len(matrix) - 1, min(len(matrix), 20_000)).astype(int)]
@@ -212,10 +219,17 @@ def bench_size(n: int, args: argparse.Namespace, work: Path) -> dict[str, object
     mix = Mixture(n, args.dim, seed=0)
     queries = mix.queries(args.queries)
     folder = work / f"store-{n}"
-    shutil.rmtree(folder, ignore_errors=True)
     row: dict[str, object] = {"n": n}
     matrix = np.empty((n, args.dim), dtype=np.float32)
-    row["insert_s"] = build_store(folder, mix, n, matrix)
+    if _complete(folder, n):  # --reuse: a store this script built before
+        log("  reusing the store built earlier")
+        for start, x in mix.chunks(n):
+            matrix[start : start + len(x)] = x
+        row["insert_s"] = None
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
+        row["insert_s"] = build_store(folder, mix, n, matrix)
+    log(f"  insert: {row['insert_s']}")
     db = folder / "embedlab.db"
     row["db_bytes_per_image"] = db.stat().st_size / n
     with Store(folder) as store:
@@ -230,8 +244,10 @@ def bench_size(n: int, args: argparse.Namespace, work: Path) -> dict[str, object
         return top[np.argsort(-scores[top])]
 
     row["numpy_ms"] = per_query_ms(numpy_exact, queries, args.repeat)
+    log(f"  numpy: {row['numpy_ms']:.1f} ms")
     log("compressed copies")
     row["compressed_recall"] = compressed_recall(matrix, queries, truth)
+    log(f"  compressed: {row['compressed_recall']}")
     matrix = np.empty((0, args.dim), np.float32)  # free 5.4 GB at 1M before the next peer
 
     try:
@@ -244,6 +260,7 @@ def bench_size(n: int, args: argparse.Namespace, work: Path) -> dict[str, object
             flat.add(x)
         row["faiss_ms"] = per_query_ms(lambda q: flat.search(q[None, :], K), queries, args.repeat)
         row["faiss_recall"] = recall(flat.search(queries, K)[1], truth)
+        log(f"  faiss: {row['faiss_ms']:.1f} ms")
         flat.reset()
     except ImportError:
         row["faiss_ms"] = None
@@ -257,6 +274,7 @@ def bench_size(n: int, args: argparse.Namespace, work: Path) -> dict[str, object
         slow = queries[: args.slow_queries]
         row["sqlite_vec_ms"] = per_query_ms(lambda q: vec.top_k(q, K), slow, args.slow_repeat)
         row["sqlite_vec_recall"] = recall([ids(vec.top_k(q, K)) for q in slow], truth[: len(slow)])
+        log(f"  sqlite-vec: {row['sqlite_vec_ms']:.1f} ms, recall {row['sqlite_vec_recall']}")
     if n in args.analyze_sizes:  # before the sidecar, the longest step at 1M
         row.update(bench_analyze(folder, args))
     with Store(folder) as store:
@@ -272,6 +290,7 @@ def bench_size(n: int, args: argparse.Namespace, work: Path) -> dict[str, object
             row[f"ann_{dtype}_open_ms"] = (time.perf_counter() - t0) * 1000
             row[f"ann_{dtype}_ms"] = per_query_ms(lambda q, f=fast: f.top_k(q, K), queries, args.repeat)  # type: ignore[misc]
             row[f"ann_{dtype}_recall"] = recall([ids(fast.top_k(q, K)) for q in queries], truth)
+            log(f"  HNSW {dtype}: " + json.dumps({k: v for k, v in row.items() if k.startswith(f"ann_{dtype}")}))
             del fast
     if not args.keep:
         shutil.rmtree(folder, ignore_errors=True)
@@ -290,6 +309,7 @@ def bench_analyze(folder: Path, args: argparse.Namespace) -> dict[str, object]:
     if proc.returncode:
         raise SystemExit(f"analyze child failed with status {proc.returncode}")
     child = json.loads(out)
+    log(f"  analyze: wall {wall:.0f} s {out.strip()}")
     return {"analyze_wall_s": wall, **child}
 
 
@@ -299,7 +319,15 @@ def analyze_child(folder: Path, memory_mb: int) -> None:
     with Store(folder) as store:
         shas, matrix = load_for_analysis(store)
         t_load = time.perf_counter() - t0
-        hood = neighbours(matrix, 10, 0.92, memory_mb=memory_mb, approximate=None)
+        done = [0, 0]  # rows, next rows count to log at
+
+        def progress(rows: int) -> None:
+            done[0] += rows
+            if done[0] >= done[1]:
+                log(f"  analyze graph: {done[0]:,} / {len(shas):,} rows, {time.perf_counter() - t0:.0f} s")
+                done[1] += max(1, len(shas) // 20)
+
+        hood = neighbours(matrix, 10, 0.92, memory_mb=memory_mb, approximate=None, on_rows=progress)
         t_graph = time.perf_counter() - t0 - t_load
         by_sha = store.ok_paths_by_sha()
         result = report(hood, [by_sha[s] for s in shas], anomaly_top=8, quality=store.quality())
@@ -387,7 +415,8 @@ def print_tables(rows: list[dict[str, object]], args: argparse.Namespace, starte
     print("\n| vectors | store insert | DB bytes/image | " + " | ".join(heads) + " |")
     print("|---" * (3 + 3 * len(args.sidecar_dtypes)) + "|")
     for r in rows:
-        cells = [f"{int(r['n']):,}", f"{float(r['insert_s']):.0f} s", f"{float(r['db_bytes_per_image']):,.0f}"]  # type: ignore[call-overload, arg-type]
+        insert = "-" if r["insert_s"] is None else f"{float(r['insert_s']):.0f} s"  # type: ignore[arg-type]
+        cells = [f"{int(r['n']):,}", insert, f"{float(r['db_bytes_per_image']):,.0f}"]  # type: ignore[call-overload, arg-type]
         for d in args.sidecar_dtypes:
             cells += [f"{float(r[f'ann_{d}_build_s']):.0f} s", f"{float(r[f'ann_{d}_bytes_per_vector']):,.0f}",  # type: ignore[arg-type]
                       ms(r[f"ann_{d}_open_ms"])]  # fmt: skip
@@ -422,6 +451,12 @@ def main() -> None:
     parser.add_argument("--memory-mb", type=int, default=1024, help="analyze --memory-mb")
     parser.add_argument("--workdir", type=Path, default=None, help="where the stores go (default: a temp folder)")
     parser.add_argument("--keep", action="store_true", help="keep the stores")
+    parser.add_argument(
+        "--reuse",
+        type=Path,
+        default=None,
+        help="folder of stores kept by an earlier --keep run (store-N); implies --keep",
+    )
     parser.add_argument("--hnsw-only", type=int, default=0, help="only build and query the HNSW graph at this size")
     parser.add_argument("--analyze-child", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -435,11 +470,13 @@ def main() -> None:
         hnsw_only(args.hnsw_only, args)
         return
     started, load_before = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), load()
-    work = Path(tempfile.mkdtemp(prefix="embedlab-scale-", dir=args.workdir))
+    work = args.reuse or Path(tempfile.mkdtemp(prefix="embedlab-scale-", dir=args.workdir))
+    keep = args.keep or args.reuse is not None
+    args.keep = keep
     try:
         rows = [bench_size(n, args, work) for n in args.sizes]
     finally:
-        if not args.keep:
+        if not keep:
             shutil.rmtree(work, ignore_errors=True)
     print_tables(rows, args, started, load_before)
 

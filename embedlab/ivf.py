@@ -30,7 +30,7 @@ PROJECTED_DIM = 256
 PROJECT_ABOVE = 5_000  # items; below, candidates are ranked in the full dimension
 SPILL = 2  # cells each item is a candidate in
 GRAPH_MIN_WIDTH = 10  # neighbours kept per item for duplicate pairs
-_RESCORE_MARGIN = 16  # extra projected candidates re-scored in full dimension
+_RESCORE_MARGIN = 32  # extra projected candidates re-scored in full dimension
 
 
 def list_count(n: int) -> int:
