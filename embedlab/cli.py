@@ -493,6 +493,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         exclude = lambda i, j: same(names[i], names[j])  # noqa: E731
     metrics = retrieval_metrics(matrix[[i for _, i in rows]], labels, ks=ks, exclude=exclude)
     result = {"images": len(rows), "classes": len(set(labels)), **{k: round(v, 4) for k, v in metrics.items()}}
+    args.metrics.update(result)
     if args.json:
         print(json.dumps(result, separators=(",", ":")))
     else:
@@ -515,6 +516,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if result.sampled == 0:
         raise CliError("none of the sampled images could be read from disk; run calibrate where they live")
     report = result.as_dict()
+    args.metrics.update(
+        sampled_images=report["sampled_images"], suggested_dup_threshold=report["suggested_dup_threshold"]
+    )
     if args.plot and not save_plot(result, Path(args.plot)):
         log.warning("matplotlib is not installed; no plot written")
     if args.json:
