@@ -186,7 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--anomaly-k", type=_positive, default=10, help="neighbours used to score isolation (analyze --k, default 10)"
     )
     report.add_argument(
-        "--max-groups", type=_positive, default=200, help="duplicate groups drawn, largest page first (default 200)"
+        "--max-groups",
+        type=_positive,
+        default=200,
+        help="duplicate groups drawn; the rest are only counted (default 200)",
     )
     report.add_argument("--workers", type=_positive, default=2, help="threads making thumbnails (default 2)")
     report.add_argument("--json", action="store_true", help="print what the page holds as JSON on stdout")
