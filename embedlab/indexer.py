@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 from tqdm import tqdm
@@ -38,6 +40,7 @@ from .store import ImageRow, IndexMismatch, Store
 __all__ = [
     "EmbedReport",
     "Embedded",
+    "Executor",
     "IndexMismatch",
     "Job",
     "embed_folder",
@@ -168,6 +171,20 @@ def embed_jobs(
     return out
 
 
+class Executor(Protocol):
+    """Somewhere else to run ``embed_jobs`` (a cluster); the caller stays the single writer."""
+
+    def describe(self) -> dict[str, Any]:
+        """What to record with the run (engine, versions, worker layout)."""
+        ...
+
+    def run(
+        self, backbone: Backbone, root: str, jobs: Sequence[Job], batch_size: int, seed: int
+    ) -> Generator[Sequence[Embedded], None, None]:
+        """Results of ``embed_jobs`` over ``jobs``, in batches, as they finish."""
+        ...
+
+
 def _batches(items: Sequence[Job], size: int) -> Iterator[Sequence[Job]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -183,8 +200,13 @@ def embed_folder(
     batch_size: int = 32,
     seed: int = 0,
     workers: int = 2,
+    executor: Executor | None = None,
 ) -> EmbedReport:
-    """Embed every image under ``images_dir`` into the index at ``out``."""
+    """Embed every image under ``images_dir`` into the index at ``out``.
+
+    ``executor`` moves the per-file work elsewhere (``cluster.RayExecutor``);
+    planning and every write stay here, identical to a local run.
+    """
     started = time.perf_counter()
     set_determinism(seed)
     root = display_root(images_dir)
@@ -212,10 +234,10 @@ def embed_folder(
             seed=seed,
             batch_size=batch_size,
             images_dir=root,
-            versions=versions(),
+            versions=versions() | (executor.describe() if executor else {}),
         )
         try:
-            _sync(store, backbone, root, files, report, run_id, batch_size, workers)
+            _sync(store, backbone, root, files, report, run_id, batch_size, workers, seed, executor)
         except BaseException:
             store.finish_run(run_id, "failed", counts=_counts(report))
             raise
@@ -241,6 +263,8 @@ def _sync(
     run_id: int,
     batch_size: int,
     workers: int,
+    seed: int = 0,
+    executor: Executor | None = None,
 ) -> None:
     t0 = time.perf_counter()
     known = store.images_under(root)
@@ -251,7 +275,10 @@ def _sync(
         store.upsert_images(reused_rows, run_id)
 
     t0 = time.perf_counter()
-    _embed_jobs(store, backbone, root, jobs, report, run_id, batch_size, workers)
+    if executor is None:
+        _embed_jobs(store, backbone, root, jobs, report, run_id, batch_size, workers)
+    else:
+        _write_all(store, executor.run(backbone, root, jobs, batch_size, seed), len(jobs), report, run_id)
     report.timings["embed"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -310,6 +337,17 @@ def _embed_jobs(
         for batch in _batches(jobs, max(1, batch_size)):
             write_batch(store, embed_jobs(backbone, root, batch, pool), done, report, run_id)
             bar.update(len(batch))
+
+
+def _write_all(
+    store: Store, batches: Generator[Sequence[Embedded], None, None], total: int, report: EmbedReport, run_id: int
+) -> None:
+    """The single writer for results computed elsewhere: one transaction per batch as it arrives."""
+    done: dict[str, ImageRow] = {}
+    with closing(batches) as stream, progress(total, "embedding") as bar:  # a failed write stops the workers
+        for results in stream:
+            write_batch(store, results, done, report, run_id)
+            bar.update(len(results))
 
 
 def progress(total: int, desc: str) -> tqdm:
