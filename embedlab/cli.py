@@ -95,7 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="vector recipe: hybrid (CNN + layout, calibrated for --dup-threshold 0.92; default for a new index) "
         "or plain (pooled CNN features only)",
     )
-    embed.add_argument("--workers", type=_positive, default=2, help="threads decoding images (default 2)")
+    embed.add_argument(
+        "--workers", type=_positive, default=2, help="threads decoding images beside the model (default 2)"
+    )
+    embed.add_argument(
+        "--rehash",
+        action="store_true",
+        help="hash every file, even those whose size and mtime are unchanged (catches content rewritten in place)",
+    )
     embed.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
     _ray_flags(embed)
 
@@ -227,6 +234,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         seed=args.seed,
         workers=args.workers,
+        rehash=args.rehash,
         executor=executor,
     )
     log.info(
@@ -257,7 +265,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from .indexer import embed_paths, resolve_backbone
+    from .indexer import query_vectors, resolve_spec
     from .search import Searcher
 
     started = time.perf_counter()
@@ -265,9 +273,10 @@ def cmd_search(args: argparse.Namespace) -> int:
         queries = scan_images(args.query_dir)
         if not queries:
             raise CliError(f"no images found in {display_root(args.query_dir)}")
-        backbone = resolve_backbone(store, args.backbone, args.weights)
+        backbone = resolve_spec(store, args.backbone, args.weights)
         searcher = Searcher(store, exact=args.exact)
-        vectors = embed_paths(backbone, [q.abspath for q in queries], args.batch_size)
+        # Queries the index already holds (same bytes) reuse their stored vector: no model load.
+        vectors, model = query_vectors(store, backbone, [q.abspath for q in queries], args.batch_size)
         failed = 0
         for query, vec in zip(queries, vectors, strict=True):
             record: dict[str, Any] = {"query": query.path}
@@ -279,12 +288,13 @@ def cmd_search(args: argparse.Namespace) -> int:
                 record["results"] = [{"path": h.path, "score": h.score} for h in searcher.top_k(vec, args.k)]
             _print_search(record, args.json)
         log.info(
-            "%d queries, k=%d, engine %s, backbone %s (dim %d), %.2fs",
+            "%d queries, k=%d, engine %s, backbone %s (dim %d, %s), %.2fs",
             len(queries),
             args.k,
             searcher.engine,
             backbone.name,
             backbone.dim,
+            "model loaded" if model is not None else "stored vectors, no model",
             time.perf_counter() - started,
         )
         _record_run(store, "search", started, {"queries": len(queries), "failed": failed, "k": args.k})

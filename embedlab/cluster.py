@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from .backbones import Backbone
     from .indexer import Embedded, Job
+    from .registry import BackboneSpec
 
 log = logging.getLogger("embedlab")
 
@@ -257,17 +257,17 @@ class RayExecutor:
         }
 
     def run(
-        self, backbone: Backbone, root: str, jobs: Sequence[Job], batch_size: int, seed: int
+        self, spec: BackboneSpec, root: str, jobs: Sequence[Job], batch_size: int, seed: int
     ) -> Generator[list[Embedded], None, None]:
         if not jobs:
             return
         ray, s = self.ray, self.settings
-        spec = WorkerSpec(
-            backbone=backbone.name,
-            recipe=backbone.recipe.name,
-            weights=os.path.abspath(backbone.weights_path),
-            weights_sha256=backbone.weights_sha256,
-            signature=backbone.signature,
+        worker = WorkerSpec(
+            backbone=spec.name,
+            recipe=spec.recipe.name,
+            weights=os.path.abspath(spec.weights_path),
+            weights_sha256=spec.weights_sha256,
+            signature=spec.signature,
             root=root,
             seed=seed,
             gpu=s.gpus_per_worker > 0,
@@ -289,7 +289,7 @@ class RayExecutor:
             with warnings.catch_warnings():
                 # Ray 2.60 has no named parameter for max_restarts yet; this one is deprecated.
                 warnings.filterwarnings("ignore", message=".*ray_remote_args_fn.*deprecated")
-                embedded = self._map(dataset, spec, batch_size)
+                embedded = self._map(dataset, worker, batch_size)
             try:
                 for out in embedded.iter_batches(batch_size=batch_size, batch_format="pyarrow"):
                     records = out.to_pylist()
