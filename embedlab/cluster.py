@@ -40,7 +40,6 @@ log = logging.getLogger("embedlab")
 INSTALL_HINT = "--ray needs Ray, which is not installed: pip install '.[ray]' (or pip install 'ray[data]==2.60.0')"
 LOCAL = "local"  # --ray without an address: start a Ray instance on this machine
 ACTOR_START_S = 600  # every worker must have loaded its model by then, or the cluster is too small
-BLOCK_BATCHES = 4  # batches per Ray Data block: big enough to amortise scheduling, small enough to spread
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
@@ -219,6 +218,14 @@ def _on_gpu(trunk: Any) -> Any:
     return OnDevice()
 
 
+def driver_runtime_env() -> dict[str, Any]:
+    """For ``ray.init``: ship this very package, so every worker runs the driver's code, installed there or not.
+
+    (Ray accepts local directories only at the job level, not per stage.)
+    """
+    return {"py_modules": [str(PACKAGE_DIR)]}
+
+
 def _no_restarts() -> dict[str, Any]:
     """A lost worker fails the run, and a re-run resumes from the last committed batch.
 
@@ -284,7 +291,9 @@ class RayExecutor:
                 len([n for n in ray.nodes() if n.get("Alive")]),
             )
             table = jobs_table(jobs)
-            rows = max(1, min(batch_size * BLOCK_BATCHES, math.ceil(len(jobs) / self.pool_size)))
+            # One batch per block: results reach the writer (and the progress bar) batch by batch,
+            # and a lost worker costs one batch; a few ms of scheduling each is noise next to a batch.
+            rows = max(1, min(batch_size, math.ceil(len(jobs) / self.pool_size)))
             dataset = ray.data.from_arrow([table.slice(start, rows) for start in range(0, len(jobs), rows)])
             with warnings.catch_warnings():
                 # Ray 2.60 has no named parameter for max_restarts yet; this one is deprecated.
@@ -370,8 +379,7 @@ class RayExecutor:
         kwargs: dict[str, Any] = {
             "logging_level": logging.DEBUG if verbose else logging.WARNING,
             "log_to_driver": True,  # workers' output comes to this stderr, prefixed by Ray
-            # Ship this very package, so every worker runs the driver's code, installed there or not.
-            "runtime_env": {"py_modules": [str(PACKAGE_DIR)]},
+            "runtime_env": driver_runtime_env(),
         }
         if self.settings.address == LOCAL:
             kwargs["include_dashboard"] = False

@@ -65,6 +65,7 @@ log = logging.getLogger("embedlab")
 # input, never the full-size picture).
 PREFETCH_BATCHES = 2
 
+
 @dataclass
 class EmbedReport:
     images: int = 0
@@ -450,8 +451,10 @@ def write_batch(
             report.failed += 1
             report.new -= 1
             continue
-        earlier = done.get(row.sha256)
-        if earlier is not None:  # a copy of a file embedded in an earlier batch
+        # A copy of a file embedded in an earlier batch, or earlier in this one when
+        # copies were embedded apart (on two cluster workers) and arrive together.
+        earlier = done.get(row.sha256) or batch_rows.get(row.sha256)
+        if earlier is not None:
             rows.append(replace(earlier, path=info.path, size=info.size, mtime_ns=info.mtime_ns))
             continue
         rows.append(row)

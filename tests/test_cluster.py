@@ -20,8 +20,10 @@ from typing import Any
 
 import pytest
 
+from embedlab.backbones import Backbone
 from embedlab.cli import main
-from embedlab.indexer import embed_folder
+from embedlab.images import scan_images, sha256_file
+from embedlab.indexer import EmbedReport, Job, embed_folder, embed_jobs, write_batch
 from embedlab.store import Store
 
 from .conftest import skimage_image, small
@@ -207,3 +209,25 @@ def test_ray_flags_need_ray(work: Path, capsys: pytest.CaptureFixture[str]) -> N
     _save_photos(work / "imgs", ("coins",))
     assert main(["embed", "--images-dir", "imgs", "--out", "idx", "--ray-workers", "2"]) == 1
     assert "--ray-workers and --ray-gpus-per-worker need --ray" in capsys.readouterr().err
+
+
+def test_copies_embedded_on_two_workers_and_written_together_keep_one_vector(backbone: Backbone, work: Path) -> None:
+    """A cluster can embed two copies of one file apart and hand both vectors to the writer in one batch."""
+    _save_photos(work / "imgs", ("coffee", "coins"))
+    shutil.copyfile(work / "imgs" / "coffee.png", work / "imgs" / "coffee_copy.png")
+    files = scan_images("imgs")
+    jobs = [Job(info, sha256_file(info.abspath)) for info in files]
+    # One job per "worker": nothing inside embed_jobs can see that two files share content.
+    results = [item for job in jobs for item in embed_jobs(backbone, "imgs", [job])]
+    assert sum(r.vector is not None for r in results) == 3
+    with Store(work / "idx", create=True) as store:
+        store.ensure_vec_index(backbone.dim)
+        report = EmbedReport(new=len(jobs))
+        write_batch(store, results, {}, report, store.start_run("embed"))
+        assert report.embedded_vectors == 2
+        assert store.execute("SELECT count(*) FROM vec_index")[0][0] == 2
+        assert store.execute("SELECT count(*) FROM embeddings")[0][0] == 2
+        assert sorted(store.ok_paths_by_sha().values()) == [
+            ["imgs/coffee.png", "imgs/coffee_copy.png"],
+            ["imgs/coins.png"],
+        ]
