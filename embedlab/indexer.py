@@ -12,7 +12,6 @@ index's signature and the weights file's hash, never torch.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections import deque
 from collections.abc import Generator, Iterator, Sequence
@@ -24,7 +23,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from .descriptor import DEFAULT_RECIPE
 from .images import (
@@ -37,6 +35,7 @@ from .images import (
     scan_images,
     sha256_file,
 )
+from .progress import Progress
 from .provenance import versions
 from .registry import DEFAULT_BACKBONE, BackboneSpec, backbone_spec
 from .store import ImageRow, IndexMismatch, Store
@@ -80,6 +79,7 @@ class EmbedReport:
     dim: int = 0
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
+    run_id: int = 0  # the row of this run in the runs manifest
 
     @property
     def images_per_second(self) -> float:
@@ -271,6 +271,7 @@ def embed_folder(
             images_dir=root,
             versions=versions() | (executor.describe() if executor else {}),
         )
+        report.run_id = run_id
         try:
             _sync(store, spec, root, files, report, run_id, batch_size, workers, seed, rehash, executor)
         except BaseException:
@@ -425,10 +426,9 @@ def _write_all(
             bar.update(len(results))
 
 
-def progress(total: int, desc: str) -> tqdm:
-    """A bar only for a person watching a terminal; never in logs or pipes."""
-    quiet = not sys.stderr.isatty() or not log.isEnabledFor(logging.INFO)
-    return tqdm(total=total, unit="img", desc=desc, file=sys.stderr, disable=quiet)
+def progress(total: int, desc: str) -> Progress:
+    """A bar for a person watching a terminal; occasional plain log lines in logs or pipes."""
+    return Progress(total, desc)
 
 
 def write_batch(
