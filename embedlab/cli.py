@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .cluster import LOCAL, ClusterError
 from .descriptor import RECIPES
 from .images import ImageError, display_root, path_token, scan_images
 from .progress import Progress
@@ -35,6 +36,13 @@ def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
     return value
 
 
@@ -120,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="how the sidecar holds vectors: f16 (default, 2 bytes/dim), i8 (1 byte/dim) or f32; "
         "scores are always re-computed from the float32 store",
     )
+    _ray_flags(embed)
 
     search = add_command("search", help="top-k most similar indexed images for each query image")
     search.add_argument("--index", required=True, help="index folder written by embed")
@@ -213,7 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--anomaly-k", type=_positive, default=10, help="neighbours used to score isolation (analyze --k, default 10)"
     )
     report.add_argument(
-        "--max-groups", type=_positive, default=200, help="duplicate groups drawn, largest page first (default 200)"
+        "--max-groups",
+        type=_positive,
+        default=200,
+        help="duplicate groups drawn; the rest are only counted (default 200)",
     )
     report.add_argument("--workers", type=_positive, default=2, help="threads making thumbnails (default 2)")
     report.add_argument("--json", action="store_true", help="print what the page holds as JSON on stdout")
@@ -222,6 +234,50 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--index", required=True, help="index folder written by embed")
     info.add_argument("--json", action="store_true", help="one JSON object on stdout")
     return parser
+
+
+def _ray_flags(embed: argparse.ArgumentParser) -> None:
+    group = embed.add_argument_group("cluster mode (needs pip install '.[ray]'; see docs/CLUSTER.md)")
+    group.add_argument(
+        "--ray",
+        nargs="?",
+        const=LOCAL,
+        default=None,
+        metavar="ADDRESS",
+        help="decode and embed on Ray workers, writing here: no ADDRESS starts Ray on this machine, "
+        "'auto' or HOST:PORT or ray://HOST:PORT joins a cluster (images must be at the same path on every node)",
+    )
+    group.add_argument(
+        "--ray-workers", type=_positive, default=None, help="Ray workers (default: as many as the cluster holds)"
+    )
+    group.add_argument(
+        "--ray-cpus-per-worker", type=_non_negative_float, default=1.0, help="CPUs reserved per worker (default 1)"
+    )
+    group.add_argument(
+        "--ray-gpus-per-worker",
+        type=_non_negative_float,
+        default=0.0,
+        help="GPUs per worker (default 0: CPU workers; GPU vectors are not bit-identical to CPU ones)",
+    )
+
+
+def _executor(args: argparse.Namespace) -> Any:
+    """A RayExecutor for --ray, else None (the local pipeline)."""
+    if args.ray is None:
+        if args.ray_workers is not None or args.ray_gpus_per_worker:
+            raise CliError("--ray-workers and --ray-gpus-per-worker need --ray")
+        return None
+    from .cluster import RayExecutor, RaySettings
+
+    return RayExecutor(
+        RaySettings(
+            address=args.ray,
+            workers=args.ray_workers,
+            cpus_per_worker=args.ray_cpus_per_worker,
+            gpus_per_worker=args.ray_gpus_per_worker,
+            decode_threads=args.workers,
+        )
+    )
 
 
 _METRICS_HELP = "also write this run's metrics (counts, timings, rates, peak memory) to FILE as JSON"
@@ -268,6 +324,7 @@ def _open_index(index: str, exact: bool) -> Store:
 def cmd_embed(args: argparse.Namespace) -> int:
     from .indexer import embed_folder
 
+    executor = _executor(args)
     report = embed_folder(
         args.images_dir,
         args.out,
@@ -278,6 +335,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         seed=args.seed,
         workers=args.workers,
         rehash=args.rehash,
+        executor=executor,
     )
     _sync_sidecar(args.out, args.ann, args.ann_dtype)
     log.info(
@@ -546,6 +604,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         exclude = lambda i, j: same(names[i], names[j])  # noqa: E731
     metrics = retrieval_metrics(matrix[[i for _, i in rows]], labels, ks=ks, exclude=exclude)
     result = {"images": len(rows), "classes": len(set(labels)), **{k: round(v, 4) for k, v in metrics.items()}}
+    args.metrics.update(result)
     if args.json:
         print(json.dumps(result, separators=(",", ":")))
     else:
@@ -568,6 +627,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if result.sampled == 0:
         raise CliError("none of the sampled images could be read from disk; run calibrate where they live")
     report = result.as_dict()
+    args.metrics.update(
+        sampled_images=report["sampled_images"], suggested_dup_threshold=report["suggested_dup_threshold"]
+    )
     if args.plot and not save_plot(result, Path(args.plot)):
         log.warning("matplotlib is not installed; no plot written")
     if args.json:
@@ -705,7 +767,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.metrics_out:
             _write_metrics(args.metrics_out, args.metrics)
         return status
-    except (CliError, ImageError, StoreError, BackboneError) as exc:
+    except (CliError, ClusterError, ImageError, StoreError, BackboneError) as exc:
         print(f"embedlab: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

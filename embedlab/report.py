@@ -76,6 +76,8 @@ td.below{color:#a05a00;background:#fff6e5}
 
 @dataclass(frozen=True)
 class ReportOptions:
+    """The page's knobs; the analysis ones mean what they mean for `analyze`."""
+
     dup_threshold: float = 0.92
     anomaly_top: int = 8
     anomaly_k: int = 10

@@ -325,3 +325,53 @@ def test_progress_bar_on_a_terminal(work: Path, photo_dir: Path) -> None:
     os.close(controller)
     text = seen.decode("utf-8", "replace")
     assert "embedding: 100%" in text and "3/3" in text and "\r" in text
+
+
+def test_python_m_embedlab_runs_the_cli(work: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "embedlab", "--version"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "embedlab 0.1.0"
+
+
+def test_wheel_carries_the_migrations_the_command_and_the_pins(tmp_path: Path) -> None:
+    """What `pip install .` installs, built offline with the setuptools at hand (no torch install)."""
+    import zipfile
+
+    setuptools = pytest.importorskip("setuptools")
+    if int(setuptools.__version__.split(".")[0]) < 64:
+        pytest.skip(f"setuptools {setuptools.__version__} is older than the build needs (64)")
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md", "requirements.txt"):
+        shutil.copyfile(ROOT / name, src / name)
+    for folder in ("embedlab", "migrations"):
+        shutil.copytree(ROOT / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            str(src),
+            "-w",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stderr[-2000:]
+    (wheel,) = tmp_path.glob("embedlab-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+        meta = zf.read(next(n for n in names if n.endswith("dist-info/METADATA"))).decode()
+        entry = zf.read(next(n for n in names if n.endswith("dist-info/entry_points.txt"))).decode()
+    migrations = sorted(p.name for p in (ROOT / "migrations").glob("*.sql"))
+    assert migrations and {f"embedlab/migrations/{m}" for m in migrations} <= names
+    assert "embedlab/__main__.py" in names and "embedlab = embedlab.cli:main" in entry
+    pins = [ln.strip() for ln in (ROOT / "requirements.txt").read_text().splitlines() if ln.strip()[:1].isalpha()]
+    assert pins and all(f"Requires-Dist: {pin}" in meta for pin in pins)
