@@ -12,11 +12,11 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from . import __version__
 from .descriptor import RECIPES
-from .images import ImageError, display_root, path_token, scan_images
+from .images import DEFAULT_MAX_PIXELS, ImageError, display_root, path_token, scan_images, set_log_paths, set_max_pixels
 from .provenance import versions
 from .registry import BACKBONES, BackboneError
 from .store import Store, StoreError
@@ -37,6 +37,20 @@ def _positive(text: str) -> int:
     return value
 
 
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line on stderr like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"embedlab: error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _unit(text: str) -> float:
     value = float(text)
     if not -1.0 <= value <= 1.0:
@@ -44,21 +58,26 @@ def _unit(text: str) -> float:
     return value
 
 
+_LOG_PATHS_HELP = "name files by their full path in logs and errors (default: a short hash, as paths may carry names)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="embedlab",
         description="Embed image folders into one SQLite index, search it, find near-duplicates and anomalies.",
     )
     parser.add_argument("--version", action="version", version=f"embedlab {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="more detail on stderr")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+    parser.add_argument("--log-paths", action="store_true", help=_LOG_PATHS_HELP)
     # The same switches after the command name (`embed ... -q`); SUPPRESS keeps the
     # top-level value when they are not repeated there.
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="more detail on stderr")
     common.add_argument(
         "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="only warnings and errors on stderr"
     )
+    common.add_argument("--log-paths", action="store_true", default=argparse.SUPPRESS, help=_LOG_PATHS_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_command = functools.partial(sub.add_parser, parents=[common])
 
@@ -88,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
         "or plain (pooled CNN features only)",
     )
     embed.add_argument("--workers", type=_positive, default=2, help="threads decoding images (default 2)")
+    embed.add_argument(
+        "--max-pixels",
+        type=_positive,
+        default=DEFAULT_MAX_PIXELS,
+        help=f"larger images are recorded as errors instead of filling memory (default {DEFAULT_MAX_PIXELS:,}; "
+        "JPEGs count after reduced-size decoding)",
+    )
     embed.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
 
     search = add_command("search", help="top-k most similar indexed images for each query image")
@@ -105,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.92,
         help="cosine similarity at or above which images group (default 0.92)",
     )
-    analyze.add_argument("--anomaly-top", type=int, default=8, help="how many anomalies to list (default 8)")
+    analyze.add_argument("--anomaly-top", type=_non_negative, default=8, help="how many anomalies to list (default 8)")
     analyze.add_argument(
         "--k",
         type=_positive,
@@ -164,6 +190,7 @@ def _open_index(index: str, exact: bool) -> Store:
 def cmd_embed(args: argparse.Namespace) -> int:
     from .indexer import embed_folder
 
+    set_max_pixels(args.max_pixels)
     report = embed_folder(
         args.images_dir,
         args.out,
@@ -211,18 +238,19 @@ def cmd_search(args: argparse.Namespace) -> int:
         if not queries:
             raise CliError(f"no images found in {display_root(args.query_dir)}")
         backbone = resolve_backbone(store, args.backbone, args.weights)
-        searcher = Searcher(store, exact=args.exact)
         vectors = embed_paths(backbone, [q.abspath for q in queries], args.batch_size)
         failed = 0
-        for query, vec in zip(queries, vectors, strict=True):
-            record: dict[str, Any] = {"query": query.path}
-            if isinstance(vec, str):
-                log.warning("%s: query skipped, %s", path_token(query.path), vec)
-                record.update(results=[], error=vec)
-                failed += 1
-            else:
-                record["results"] = [{"path": h.path, "score": h.score} for h in searcher.top_k(vec, args.k)]
-            _print_search(record, args.json)
+        with store.snapshot():  # one committed state, even while an embed is writing
+            searcher = Searcher(store, exact=args.exact)
+            for query, vec in zip(queries, vectors, strict=True):
+                record: dict[str, Any] = {"query": query.path}
+                if isinstance(vec, str):
+                    log.warning("%s: query skipped, %s", path_token(query.path), vec)
+                    record.update(results=[], error=vec)
+                    failed += 1
+                else:
+                    record["results"] = [{"path": h.path, "score": h.score} for h in searcher.top_k(vec, args.k)]
+                _print_search(record, args.json)
         log.info(
             "%d queries, k=%d, engine %s, backbone %s (dim %d), %.2fs",
             len(queries),
@@ -266,24 +294,23 @@ def _print_search(record: dict[str, Any], as_json: bool) -> None:
 def cmd_analyze(args: argparse.Namespace) -> int:
     from .analysis import analyze_vectors
 
-    if args.anomaly_top < 0:
-        raise CliError("--anomaly-top must be 0 or more")
     started = time.perf_counter()
     with _open_index(args.index, exact=True) as store:
         meta = store.meta()
         # All-pairs work needs every vector in memory; the plain table reads them
         # far faster than a full vec0 scan (bench/speed.py), bit for bit the same.
-        shas, matrix = store.load_vectors(through_vec=False)
-        by_sha = store.ok_paths_by_sha()
+        with store.snapshot():  # one committed state, even while an embed is writing
+            shas, matrix = store.load_vectors(through_vec=False)
+            by_sha, quality, errors = store.ok_paths_by_sha(), store.quality(), store.errors()
         result = analyze_vectors(
             matrix,
             [by_sha[s] for s in shas],
             threshold=args.dup_threshold,
             anomaly_top=args.anomaly_top,
             k=args.k,
-            quality=store.quality(),
+            quality=quality,
         )
-        result["unreadable"] = [{"path": p, "error": e} for p, e in store.errors()]
+        result["unreadable"] = [{"path": p, "error": e} for p, e in errors]
         result.update(
             backbone=meta.get("backbone"),
             dim=int(meta["dim"]),
@@ -403,6 +430,7 @@ def _configure_logging(level: int) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO)
+    set_log_paths(args.log_paths)
     try:
         return COMMANDS[args.command](args)
     except (CliError, ImageError, StoreError, BackboneError) as exc:

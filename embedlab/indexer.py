@@ -121,8 +121,10 @@ def embed_folder(
     set_determinism(seed)
     root = display_root(images_dir)
     files = scan_images(images_dir)
+    if not files:  # refuse before touching the index: an empty mount must not wipe it
+        raise ImageError(f"no images found in {root}")
     report = EmbedReport(images=len(files))
-    with Store(out, create=True) as store:
+    with Store(out, create=True) as store, store.writer_lock():
         t0 = time.perf_counter()
         backbone = resolve_backbone(store, backbone_name, weights, recipe)
         report.backbone, report.recipe, report.dim = backbone.name, backbone.recipe.name, backbone.dim
@@ -209,6 +211,11 @@ def _plan(
             report.unchanged += 1
             report.failed += old.status == "error"
             continue
+        if info.error is not None:  # found but unusable: a broken link, a name that is not UTF-8
+            log.warning("%s: skipped, %s", path_token(info.path), info.error)
+            reused_rows.append(_error_row(info, root, "", info.error))
+            report.failed += 1
+            continue
         try:
             sha = sha256_file(info.abspath)
         except OSError as exc:
@@ -286,6 +293,9 @@ def _write_batch(
             height=decoded.height,
             format=decoded.format,
             mode=decoded.mode,
+            frames=decoded.frames,
+            modality=decoded.modality,
+            body_part=decoded.body_part,
             **quality_metrics(decoded.rgb),  # type: ignore[arg-type]
         )
         rows.append(row)
