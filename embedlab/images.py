@@ -216,7 +216,8 @@ def _high_bit_to_8bit(arr: np.ndarray) -> np.ndarray:
     if arr.dtype.kind == "f":
         finite = arr[np.isfinite(arr)]
         lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-        scaled = (np.nan_to_num(arr, nan=lo) - lo) / (hi - lo or 1.0) * 255.0
+        clean = np.nan_to_num(arr.astype(np.float64), nan=lo, posinf=hi, neginf=lo)
+        scaled = (clean - lo) / (hi - lo or 1.0) * 255.0
         return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
     arr = arr.astype(np.int64)
     lo = int(arr.min()) if arr.size else 0
@@ -273,6 +274,8 @@ def decode(path: str | os.PathLike[str]) -> Decoded:
 
 
 def _decode_pillow(path: str | os.PathLike[str]) -> Decoded:
+    if os.stat(path).st_size == 0:
+        raise ImageError("empty file (0 bytes)")
     with Image.open(path) as img:
         fmt = img.format or "unknown"
         mode = img.mode
