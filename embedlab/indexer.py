@@ -35,7 +35,17 @@ from .images import (
 from .provenance import versions
 from .store import ImageRow, IndexMismatch, Store
 
-__all__ = ["EmbedReport", "IndexMismatch", "embed_folder", "embed_paths", "resolve_backbone"]
+__all__ = [
+    "EmbedReport",
+    "Embedded",
+    "IndexMismatch",
+    "Job",
+    "embed_folder",
+    "embed_jobs",
+    "embed_paths",
+    "resolve_backbone",
+    "write_batch",
+]
 
 log = logging.getLogger("embedlab")
 
@@ -87,12 +97,23 @@ def resolve_backbone(store: Store, name: str | None, weights: str | None, recipe
 
 
 @dataclass(frozen=True)
-class _Job:
+class Job:
+    """One file to embed. Plain data, so it can cross to worker threads, processes or Ray actors."""
+
     info: ImageFileInfo
     sha256: str
 
 
-def _decode_job(job: _Job, backbone: Backbone) -> tuple[_Job, Decoded | None, Prepared | None, str | None]:
+@dataclass(frozen=True)
+class Embedded:
+    """A worker's answer for one file: its images row (``ok`` or ``error``) and, if it decoded, its vector."""
+
+    job: Job
+    row: ImageRow
+    vector: np.ndarray | None
+
+
+def _decode_job(job: Job, backbone: Backbone) -> tuple[Job, Decoded | None, Prepared | None, str | None]:
     try:
         decoded = decode(job.info.abspath)
         return job, decoded, backbone.prepare(decoded.rgb), None
@@ -100,7 +121,57 @@ def _decode_job(job: _Job, backbone: Backbone) -> tuple[_Job, Decoded | None, Pr
         return job, None, None, str(exc)
 
 
-def _batches(items: Sequence[_Job], size: int) -> Iterator[Sequence[_Job]]:
+def embed_jobs(
+    backbone: Backbone, root: str, jobs: Sequence[Job], pool: ThreadPoolExecutor | None = None
+) -> list[Embedded]:
+    """Decode, measure and embed a batch of files, touching no store.
+
+    This is the whole per-file computation: the local path runs it in this
+    process, a cluster runs it on workers, and the driver alone writes the
+    results. Vectors do not depend on how files are batched (see
+    ``backbones.MICRO_BATCH``), so any split gives the same bytes.
+    """
+    decoded = (
+        list(pool.map(lambda j: _decode_job(j, backbone), jobs)) if pool else [_decode_job(j, backbone) for j in jobs]
+    )
+    out: list[Embedded] = []
+    first: dict[str, int] = {}  # a copy inside the batch shares the first one's vector
+    to_embed: list[tuple[int, Prepared]] = []
+    for job, image, prepared, error in decoded:
+        info = job.info
+        if image is None or prepared is None:
+            out.append(Embedded(job, _error_row(info, root, job.sha256, error or "unreadable"), None))
+            continue
+        if job.sha256 in first:
+            twin = out[first[job.sha256]].row
+            out.append(Embedded(job, replace(twin, path=info.path, size=info.size, mtime_ns=info.mtime_ns), None))
+            continue
+        row = ImageRow(
+            path=info.path,
+            root=root,
+            sha256=job.sha256,
+            size=info.size,
+            mtime_ns=info.mtime_ns,
+            status="ok",
+            width=image.width,
+            height=image.height,
+            format=image.format,
+            mode=image.mode,
+            frames=image.frames,
+            modality=image.modality,
+            body_part=image.body_part,
+            **quality_metrics(image.rgb),  # type: ignore[arg-type]
+        )
+        first[job.sha256] = len(out)
+        out.append(Embedded(job, row, None))
+        to_embed.append((len(out) - 1, prepared))
+    if to_embed:
+        for (slot, _), vec in zip(to_embed, backbone.vectors([p for _, p in to_embed]), strict=True):
+            out[slot] = replace(out[slot], vector=vec)
+    return out
+
+
+def _batches(items: Sequence[Job], size: int) -> Iterator[Sequence[Job]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
@@ -200,11 +271,11 @@ def _sync(
 
 def _plan(
     store: Store, root: str, files: list[ImageFileInfo], known: dict[str, ImageRow], report: EmbedReport
-) -> tuple[list[ImageRow], list[_Job]]:
+) -> tuple[list[ImageRow], list[Job]]:
     """Split the scan into rows that reuse a stored vector and files that need the model."""
     have_vectors = store.embedded_shas()
     reused_rows: list[ImageRow] = []
-    jobs: list[_Job] = []
+    jobs: list[Job] = []
     for info in files:
         old = known.get(info.path)
         if old is not None and old.size == info.size and old.mtime_ns == info.mtime_ns:
@@ -228,7 +299,7 @@ def _plan(
             reused_rows.append(replace(template, path=info.path, root=root, size=info.size, mtime_ns=info.mtime_ns))
             report.reused += 1
         else:
-            jobs.append(_Job(info, sha))
+            jobs.append(Job(info, sha))
             report.new += 1
     return reused_rows, jobs
 
@@ -237,7 +308,7 @@ def _embed_jobs(
     store: Store,
     backbone: Backbone,
     root: str,
-    jobs: list[_Job],
+    jobs: list[Job],
     report: EmbedReport,
     run_id: int,
     batch_size: int,
@@ -245,69 +316,53 @@ def _embed_jobs(
 ) -> None:
     """Decode in worker threads, embed and commit batch by batch."""
     done: dict[str, ImageRow] = {}
-    # A bar only for a person watching a terminal; never in logs or pipes.
-    quiet = not sys.stderr.isatty() or not log.isEnabledFor(logging.INFO)
-    with (
-        ThreadPoolExecutor(max_workers=max(1, workers)) as pool,
-        tqdm(total=len(jobs), unit="img", desc="embedding", file=sys.stderr, disable=quiet) as bar,
-    ):
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, progress(len(jobs), "embedding") as bar:
         for batch in _batches(jobs, max(1, batch_size)):
-            results = list(pool.map(lambda j: _decode_job(j, backbone), batch))
-            _write_batch(store, backbone, root, results, done, report, run_id)
+            write_batch(store, embed_jobs(backbone, root, batch, pool), done, report, run_id)
             bar.update(len(batch))
 
 
-def _write_batch(
-    store: Store,
-    backbone: Backbone,
-    root: str,
-    results: list[tuple[_Job, Decoded | None, Prepared | None, str | None]],
-    done: dict[str, ImageRow],
-    report: EmbedReport,
-    run_id: int,
+def progress(total: int, desc: str) -> tqdm:
+    """A bar only for a person watching a terminal; never in logs or pipes."""
+    quiet = not sys.stderr.isatty() or not log.isEnabledFor(logging.INFO)
+    return tqdm(total=total, unit="img", desc=desc, file=sys.stderr, disable=quiet)
+
+
+def write_batch(
+    store: Store, results: Sequence[Embedded], done: dict[str, ImageRow], report: EmbedReport, run_id: int
 ) -> None:
-    """Embed one batch and commit its vectors and rows together."""
+    """Commit one batch of worker results: vectors and rows in one transaction.
+
+    ``done`` maps every sha256 this run has written to its row, so a copy met in
+    a later batch reuses that vector instead of inserting it twice.
+    """
     rows: list[ImageRow] = []
-    to_embed: list[tuple[str, Prepared]] = []
+    shas: list[str] = []
+    vectors: list[np.ndarray] = []
     batch_rows: dict[str, ImageRow] = {}
-    for job, decoded, prepared, error in results:
-        info = job.info
-        if decoded is None or prepared is None:
-            log.warning("%s: skipped, %s", path_token(info.path), error)
-            rows.append(_error_row(info, root, job.sha256, error or "unreadable"))
+    for item in results:
+        info, row = item.job.info, item.row
+        if row.status != "ok":
+            log.warning("%s: skipped, %s", path_token(info.path), row.error)
+            rows.append(row)
             report.failed += 1
             report.new -= 1
             continue
-        earlier = done.get(job.sha256) or batch_rows.get(job.sha256)
-        if earlier is not None:  # a copy of a file embedded moments ago
+        earlier = done.get(row.sha256)
+        if earlier is not None:  # a copy of a file embedded in an earlier batch
             rows.append(replace(earlier, path=info.path, size=info.size, mtime_ns=info.mtime_ns))
             continue
-        row = ImageRow(
-            path=info.path,
-            root=root,
-            sha256=job.sha256,
-            size=info.size,
-            mtime_ns=info.mtime_ns,
-            status="ok",
-            width=decoded.width,
-            height=decoded.height,
-            format=decoded.format,
-            mode=decoded.mode,
-            frames=decoded.frames,
-            modality=decoded.modality,
-            body_part=decoded.body_part,
-            **quality_metrics(decoded.rgb),  # type: ignore[arg-type]
-        )
         rows.append(row)
-        batch_rows[job.sha256] = row
-        to_embed.append((job.sha256, prepared))
-    vectors = backbone.vectors([p for _, p in to_embed]) if to_embed else None
+        if item.vector is not None:
+            batch_rows[row.sha256] = row
+            shas.append(row.sha256)
+            vectors.append(item.vector)
     with store.transaction():
-        if vectors is not None:
-            store.insert_vectors([s for s, _ in to_embed], vectors, run_id)
+        if vectors:
+            store.insert_vectors(shas, np.stack(vectors), run_id)
         store.upsert_images(rows, run_id)
     done.update(batch_rows)
-    report.embedded_vectors += len(to_embed)
+    report.embedded_vectors += len(vectors)
 
 
 def _error_row(info: ImageFileInfo, root: str, sha: str, error: str) -> ImageRow:

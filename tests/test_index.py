@@ -11,7 +11,9 @@ import pytest
 import torch
 import torchvision
 
-from embedlab.indexer import IndexMismatch, embed_folder
+from embedlab.backbones import Backbone
+from embedlab.images import scan_images, sha256_file
+from embedlab.indexer import IndexMismatch, Job, embed_folder, embed_jobs
 from embedlab.store import Store
 
 from .conftest import skimage_image, small
@@ -141,3 +143,22 @@ def test_every_command_is_recorded_in_the_runs_manifest(work: Path, folder: Path
     conn.close()
     assert [r[:3] for r in runs] == [("embed", "ok", 1347), ("search", "ok", 1347), ("analyze", "ok", 1347)]
     assert '"queries": 4' in runs[1][3] and '"total"' in runs[2][4]
+
+
+def test_worker_results_do_not_depend_on_how_files_are_batched(work: Path, folder: Path, backbone: Backbone) -> None:
+    """The contract any executor (threads, processes, a cluster) relies on."""
+    shutil.copyfile(folder / "coins.png", folder / "coins_copy.png")
+    (folder / "broken.png").write_bytes(b"\x89PNG not really")
+    files = scan_images("imgs")
+    jobs = [Job(info, sha256_file(info.abspath)) for info in files]
+    whole = embed_jobs(backbone, "imgs", jobs)
+    pieces = [e for start in range(0, len(jobs), 2) for e in embed_jobs(backbone, "imgs", jobs[start : start + 2])]
+    assert [e.row for e in whole] == [e.row for e in pieces]
+    by_path = {e.row.path: e for e in whole}
+    assert by_path["imgs/broken.png"].row.status == "error" and by_path["imgs/broken.png"].vector is None
+    assert by_path["imgs/coins_copy.png"].row.sha256 == by_path["imgs/coins.png"].row.sha256
+    embedded = {e.row.path: e.vector.tobytes() for e in whole if e.vector is not None}
+    assert "imgs/coins_copy.png" not in embedded  # an in-batch copy shares the first one's vector
+    for e in pieces:
+        if e.vector is not None and e.row.path in embedded:
+            assert e.vector.tobytes() == embedded[e.row.path]
