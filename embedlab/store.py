@@ -180,6 +180,7 @@ class Store:
         crashed run never blocks the next one. A second embed is refused with a
         clear message instead of interleaving its batches with the first.
         """
+        self.probe()
         if sys.platform == "win32":  # no fcntl; SQLite's own locking still keeps the file valid
             yield
             return
@@ -214,6 +215,12 @@ class Store:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def probe(self) -> None:
+        """Walk every table's b-tree once (not the vector bytes): a damaged file fails here, before any write."""
+        tables = self.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND sql NOT LIKE 'CREATE VIRTUAL%'")
+        for (name,) in tables:
+            self.execute(f'SELECT count(*) FROM "{name}" NOT INDEXED')
 
     def _check_is_ours(self, create: bool) -> None:
         """Refuse, without writing a byte, a database that is not an embedlab index we can use."""
