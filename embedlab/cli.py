@@ -106,7 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="vector recipe: hybrid (CNN + layout, calibrated for --dup-threshold 0.92; default for a new index) "
         "or plain (pooled CNN features only)",
     )
-    embed.add_argument("--workers", type=_positive, default=2, help="threads decoding images (default 2)")
+    embed.add_argument(
+        "--workers", type=_positive, default=2, help="threads decoding images beside the model (default 2)"
+    )
+    embed.add_argument(
+        "--rehash",
+        action="store_true",
+        help="hash every file, even those whose size and mtime are unchanged (catches content rewritten in place)",
+    )
     embed.add_argument(
         "--max-pixels",
         type=_positive,
@@ -200,6 +207,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         seed=args.seed,
         workers=args.workers,
+        rehash=args.rehash,
     )
     log.info(
         "embedded %d images: %d new, %d reused, %d unchanged, %d removed, %d failed",
@@ -229,7 +237,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from .indexer import embed_paths, resolve_backbone
+    from .indexer import query_vectors, resolve_spec
     from .search import Searcher
 
     started = time.perf_counter()
@@ -237,8 +245,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         queries = scan_images(args.query_dir)
         if not queries:
             raise CliError(f"no images found in {display_root(args.query_dir)}")
-        backbone = resolve_backbone(store, args.backbone, args.weights)
-        vectors = embed_paths(backbone, [q.abspath for q in queries], args.batch_size)
+        backbone = resolve_spec(store, args.backbone, args.weights)
+        # Queries the index already holds (same bytes) reuse their stored vector: no model load.
+        vectors, model = query_vectors(store, backbone, [q.abspath for q in queries], args.batch_size)
         failed = 0
         with store.snapshot():  # one committed state, even while an embed is writing
             searcher = Searcher(store, exact=args.exact)
@@ -252,12 +261,13 @@ def cmd_search(args: argparse.Namespace) -> int:
                     record["results"] = [{"path": h.path, "score": h.score} for h in searcher.top_k(vec, args.k)]
                 _print_search(record, args.json)
         log.info(
-            "%d queries, k=%d, engine %s, backbone %s (dim %d), %.2fs",
+            "%d queries, k=%d, engine %s, backbone %s (dim %d, %s), %.2fs",
             len(queries),
             args.k,
             searcher.engine,
             backbone.name,
             backbone.dim,
+            "model loaded" if model is not None else "stored vectors, no model",
             time.perf_counter() - started,
         )
         _record_run(store, "search", started, {"queries": len(queries), "failed": failed, "k": args.k})

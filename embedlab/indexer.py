@@ -4,6 +4,9 @@ Files are matched by path, size and mtime first (no read), then by content
 hash: a renamed or copied file reuses its vector, a changed one is embedded
 again, a vanished one leaves the index. Each batch commits on its own, so an
 interrupted run keeps everything finished before it.
+
+The model is loaded only when there is something to embed: planning needs the
+index's signature and the weights file's hash, never torch.
 """
 
 from __future__ import annotations
@@ -11,18 +14,19 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
-from .backbones import DEFAULT_BACKBONE, Backbone, Prepared, load_backbone, set_determinism
 from .descriptor import DEFAULT_RECIPE
 from .images import (
-    Decoded,
     ImageError,
     ImageFileInfo,
     decode,
@@ -33,7 +37,11 @@ from .images import (
     sha256_file,
 )
 from .provenance import versions
+from .registry import DEFAULT_BACKBONE, BackboneSpec, backbone_spec
 from .store import ImageRow, IndexMismatch, Store
+
+if TYPE_CHECKING:  # the model code imports torch: only where a model runs
+    from .backbones import Backbone, Prepared
 
 __all__ = [
     "EmbedReport",
@@ -43,12 +51,17 @@ __all__ = [
     "embed_folder",
     "embed_jobs",
     "embed_paths",
+    "query_vectors",
     "resolve_backbone",
+    "resolve_spec",
     "write_batch",
 ]
 
 log = logging.getLogger("embedlab")
-
+# Batches decoded ahead of the one in the forward pass: decoding the next batch
+# overlaps inference, and memory stays bounded (workers keep only the network
+# input, never the full-size picture).
+PREFETCH_BATCHES = 2
 
 @dataclass
 class EmbedReport:
@@ -70,30 +83,43 @@ class EmbedReport:
         return self.embedded_vectors / self.timings["embed"] if self.timings.get("embed") else 0.0
 
 
-def check_compatible(store: Store, backbone: Backbone) -> None:
+def check_compatible(store: Store, spec: BackboneSpec) -> None:
     """Refuse to mix vectors of two recipes in one index."""
     meta = store.meta()
     if "signature" not in meta:
         return
-    if meta["signature"] != backbone.signature:
+    if meta["signature"] != spec.signature:
         raise IndexMismatch(
-            f"index was built with {meta['signature']} but this run uses {backbone.signature}; "
+            f"index was built with {meta['signature']} but this run uses {spec.signature}; "
             f"use --backbone {meta.get('backbone', '?')} or a new --out folder"
         )
-    if meta["weights_sha256"] != backbone.weights_sha256:
+    if meta["weights_sha256"] != spec.weights_sha256:
         raise IndexMismatch(
-            f"index was built with weights {meta['weights_sha256'][:12]} but {backbone.weights_path.name} "
-            f"is {backbone.weights_sha256[:12]}; pass the original --weights or use a new --out folder"
+            f"index was built with weights {meta['weights_sha256'][:12]} but {spec.weights_path.name} "
+            f"is {spec.weights_sha256[:12]}; pass the original --weights or use a new --out folder"
         )
+
+
+def resolve_spec(store: Store, name: str | None, weights: str | None, recipe: str | None = None) -> BackboneSpec:
+    """The index's own backbone and recipe unless the user names one (which must then match); no torch."""
+    meta = store.meta()
+    chosen = name or meta.get("backbone") or DEFAULT_BACKBONE
+    spec = backbone_spec(chosen, weights, recipe or meta.get("recipe") or DEFAULT_RECIPE)
+    check_compatible(store, spec)
+    return spec
 
 
 def resolve_backbone(store: Store, name: str | None, weights: str | None, recipe: str | None = None) -> Backbone:
-    """The index's own backbone and recipe unless the user names one (which must then match)."""
-    meta = store.meta()
-    chosen = name or meta.get("backbone") or DEFAULT_BACKBONE
-    backbone = load_backbone(chosen, weights, recipe or meta.get("recipe") or DEFAULT_RECIPE)
-    check_compatible(store, backbone)
-    return backbone
+    """Like resolve_spec, then load the model."""
+    return load_model(resolve_spec(store, name, weights, recipe))
+
+
+def load_model(spec: BackboneSpec) -> Backbone:
+    """Import torch and build the model: seconds, so only when something needs embedding."""
+    log.debug("loading backbone %s", spec.name)
+    from .backbones import build_backbone
+
+    return build_backbone(spec)
 
 
 @dataclass(frozen=True)
@@ -113,12 +139,63 @@ class Embedded:
     vector: np.ndarray | None
 
 
-def _decode_job(job: Job, backbone: Backbone) -> tuple[Job, Decoded | None, Prepared | None, str | None]:
+@dataclass(frozen=True)
+class DecodedJob:
+    """A decode worker's answer: the file's row and the network input, without the full-size picture."""
+
+    job: Job
+    row: ImageRow
+    prepared: Prepared | None
+
+
+def decode_job(backbone: Backbone, root: str, job: Job) -> DecodedJob:
+    """Everything per file except the forward pass: decode, measure, preprocess (thread-safe)."""
+    info = job.info
     try:
-        decoded = decode(job.info.abspath)
-        return job, decoded, backbone.prepare(decoded.rgb), None
+        image = decode(info.abspath)
+        prepared = backbone.prepare(image.rgb)
     except ImageError as exc:
-        return job, None, None, str(exc)
+        return DecodedJob(job, _error_row(info, root, job.sha256, str(exc)), None)
+    row = ImageRow(
+        path=info.path,
+        root=root,
+        sha256=job.sha256,
+        size=info.size,
+        mtime_ns=info.mtime_ns,
+        status="ok",
+        width=image.width,
+        height=image.height,
+        format=image.format,
+        mode=image.mode,
+        frames=image.frames,
+        modality=image.modality,
+        body_part=image.body_part,
+        **quality_metrics(image.rgb),  # type: ignore[arg-type]
+    )
+    return DecodedJob(job, row, prepared)
+
+
+def embed_decoded(backbone: Backbone, decoded: Sequence[DecodedJob]) -> list[Embedded]:
+    """The forward pass for a batch of decoded files; a copy inside the batch shares the first one's vector."""
+    out: list[Embedded] = []
+    first: dict[str, int] = {}
+    to_embed: list[tuple[int, Prepared]] = []
+    for item in decoded:
+        job, row = item.job, item.row
+        if item.prepared is None:
+            out.append(Embedded(job, row, None))
+            continue
+        if job.sha256 in first:
+            twin = out[first[job.sha256]].row
+            out.append(Embedded(job, replace(twin, path=row.path, size=row.size, mtime_ns=row.mtime_ns), None))
+            continue
+        first[job.sha256] = len(out)
+        out.append(Embedded(job, row, None))
+        to_embed.append((len(out) - 1, item.prepared))
+    if to_embed:
+        for (slot, _), vec in zip(to_embed, backbone.vectors([p for _, p in to_embed]), strict=True):
+            out[slot] = replace(out[slot], vector=vec)
+    return out
 
 
 def embed_jobs(
@@ -131,44 +208,11 @@ def embed_jobs(
     results. Vectors do not depend on how files are batched (see
     ``backbones.MICRO_BATCH``), so any split gives the same bytes.
     """
-    decoded = (
-        list(pool.map(lambda j: _decode_job(j, backbone), jobs)) if pool else [_decode_job(j, backbone) for j in jobs]
-    )
-    out: list[Embedded] = []
-    first: dict[str, int] = {}  # a copy inside the batch shares the first one's vector
-    to_embed: list[tuple[int, Prepared]] = []
-    for job, image, prepared, error in decoded:
-        info = job.info
-        if image is None or prepared is None:
-            out.append(Embedded(job, _error_row(info, root, job.sha256, error or "unreadable"), None))
-            continue
-        if job.sha256 in first:
-            twin = out[first[job.sha256]].row
-            out.append(Embedded(job, replace(twin, path=info.path, size=info.size, mtime_ns=info.mtime_ns), None))
-            continue
-        row = ImageRow(
-            path=info.path,
-            root=root,
-            sha256=job.sha256,
-            size=info.size,
-            mtime_ns=info.mtime_ns,
-            status="ok",
-            width=image.width,
-            height=image.height,
-            format=image.format,
-            mode=image.mode,
-            frames=image.frames,
-            modality=image.modality,
-            body_part=image.body_part,
-            **quality_metrics(image.rgb),  # type: ignore[arg-type]
-        )
-        first[job.sha256] = len(out)
-        out.append(Embedded(job, row, None))
-        to_embed.append((len(out) - 1, prepared))
-    if to_embed:
-        for (slot, _), vec in zip(to_embed, backbone.vectors([p for _, p in to_embed]), strict=True):
-            out[slot] = replace(out[slot], vector=vec)
-    return out
+    if pool is None:
+        decoded = [decode_job(backbone, root, j) for j in jobs]
+    else:
+        decoded = list(pool.map(lambda j: decode_job(backbone, root, j), jobs))
+    return embed_decoded(backbone, decoded)
 
 
 def _batches(items: Sequence[Job], size: int) -> Iterator[Sequence[Job]]:
@@ -186,41 +230,34 @@ def embed_folder(
     batch_size: int = 32,
     seed: int = 0,
     workers: int = 2,
+    rehash: bool = False,
 ) -> EmbedReport:
-    """Embed every image under ``images_dir`` into the index at ``out``."""
+    """Embed every image under ``images_dir`` into the index at ``out``.
+
+    ``rehash`` hashes every file even when its size and mtime are unchanged,
+    for file systems or tools that rewrite content but keep both.
+    """
     started = time.perf_counter()
-    set_determinism(seed)
     root = display_root(images_dir)
     files = scan_images(images_dir)
     if not files:  # refuse before touching the index: an empty mount must not wipe it
         raise ImageError(f"no images found in {root}")
     report = EmbedReport(images=len(files))
     with Store(out, create=True) as store, store.writer_lock():
-        t0 = time.perf_counter()
-        backbone = resolve_backbone(store, backbone_name, weights, recipe)
-        report.backbone, report.recipe, report.dim = backbone.name, backbone.recipe.name, backbone.dim
-        report.timings["load_model"] = time.perf_counter() - t0
-        store.set_meta(
-            backbone=backbone.name,
-            recipe=backbone.recipe.name,
-            signature=backbone.signature,
-            weights_sha256=backbone.weights_sha256,
-            weights_file=backbone.weights_path.name,
-            dim=str(backbone.dim),
-        )
-        store.ensure_vec_index(backbone.dim)
+        spec = resolve_spec(store, backbone_name, weights, recipe)
+        report.backbone, report.recipe, report.dim = spec.name, spec.recipe.name, spec.dim
         run_id = store.start_run(
             "embed",
-            backbone=backbone.signature,
-            weights_sha256=backbone.weights_sha256,
-            dim=backbone.dim,
+            backbone=spec.signature,
+            weights_sha256=spec.weights_sha256,
+            dim=spec.dim,
             seed=seed,
             batch_size=batch_size,
             images_dir=root,
             versions=versions(),
         )
         try:
-            _sync(store, backbone, root, files, report, run_id, batch_size, workers)
+            _sync(store, spec, root, files, report, run_id, batch_size, workers, seed, rehash)
         except BaseException:
             store.finish_run(run_id, "failed", counts=_counts(report))
             raise
@@ -239,25 +276,47 @@ def _counts(report: EmbedReport) -> dict[str, int]:
 
 def _sync(
     store: Store,
-    backbone: Backbone,
+    spec: BackboneSpec,
     root: str,
     files: list[ImageFileInfo],
     report: EmbedReport,
     run_id: int,
     batch_size: int,
     workers: int,
+    seed: int,
+    rehash: bool,
 ) -> None:
     t0 = time.perf_counter()
     known = store.images_under(root)
-    reused_rows, jobs = _plan(store, root, files, known, report)
+    reused_rows, jobs = _plan(store, root, files, known, report, rehash)
     report.timings["scan"] = time.perf_counter() - t0
+
+    # The meta is written only by a run that built the model: a weights file
+    # that does not load must never become an index's signature.
+    if jobs or "signature" not in store.meta():
+        t0 = time.perf_counter()
+        backbone = load_model(spec)
+        from .backbones import set_determinism
+
+        set_determinism(seed)
+        report.timings["load_model"] = time.perf_counter() - t0
+        store.set_meta(
+            backbone=spec.name,
+            recipe=spec.recipe.name,
+            signature=spec.signature,
+            weights_sha256=spec.weights_sha256,
+            weights_file=spec.weights_path.name,
+            dim=str(spec.dim),
+        )
+    store.ensure_vec_index(spec.dim)
 
     with store.transaction():
         store.upsert_images(reused_rows, run_id)
 
-    t0 = time.perf_counter()
-    _embed_jobs(store, backbone, root, jobs, report, run_id, batch_size, workers)
-    report.timings["embed"] = time.perf_counter() - t0
+    if jobs:
+        t0 = time.perf_counter()
+        _embed_jobs(store, backbone, root, jobs, report, run_id, batch_size, workers)
+        report.timings["embed"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     seen = {f.path for f in files}
@@ -270,7 +329,12 @@ def _sync(
 
 
 def _plan(
-    store: Store, root: str, files: list[ImageFileInfo], known: dict[str, ImageRow], report: EmbedReport
+    store: Store,
+    root: str,
+    files: list[ImageFileInfo],
+    known: dict[str, ImageRow],
+    report: EmbedReport,
+    rehash: bool = False,
 ) -> tuple[list[ImageRow], list[Job]]:
     """Split the scan into rows that reuse a stored vector and files that need the model."""
     have_vectors = store.embedded_shas()
@@ -278,9 +342,10 @@ def _plan(
     jobs: list[Job] = []
     for info in files:
         old = known.get(info.path)
-        if old is not None and old.size == info.size and old.mtime_ns == info.mtime_ns:
+        same = old if old is not None and old.size == info.size and old.mtime_ns == info.mtime_ns else None
+        if same is not None and not rehash:
             report.unchanged += 1
-            report.failed += old.status == "error"
+            report.failed += same.status == "error"
             continue
         if info.error is not None:  # found but unusable: a broken link, a name that is not UTF-8
             log.warning("%s: skipped, %s", path_token(info.path), info.error)
@@ -293,6 +358,10 @@ def _plan(
             log.warning("%s: cannot read (%s)", path_token(info.path), exc.strerror)
             reused_rows.append(_error_row(info, root, "", f"cannot read: {exc.strerror}"))
             report.failed += 1
+            continue
+        if same is not None and same.sha256 == sha and (same.status == "error" or sha in have_vectors):
+            report.unchanged += 1  # --rehash confirmed the content
+            report.failed += same.status == "error"
             continue
         template = store.image_row_for_sha(sha) if sha in have_vectors else None
         if template is not None:
@@ -314,11 +383,16 @@ def _embed_jobs(
     batch_size: int,
     workers: int,
 ) -> None:
-    """Decode in worker threads, embed and commit batch by batch."""
+    """Decode ahead in worker threads while the model embeds the current batch; commit batch by batch."""
     done: dict[str, ImageRow] = {}
+    batches = list(_batches(jobs, max(1, batch_size)))
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, progress(len(jobs), "embedding") as bar:
-        for batch in _batches(jobs, max(1, batch_size)):
-            write_batch(store, embed_jobs(backbone, root, batch, pool), done, report, run_id)
+        ahead: deque[list[Future[DecodedJob]]] = deque()
+        for index, batch in enumerate(batches):
+            while len(ahead) <= PREFETCH_BATCHES and index + len(ahead) < len(batches):
+                ahead.append([pool.submit(decode_job, backbone, root, job) for job in batches[index + len(ahead)]])
+            decoded = [future.result() for future in ahead.popleft()]
+            write_batch(store, embed_decoded(backbone, decoded), done, report, run_id)
             bar.update(len(batch))
 
 
@@ -389,3 +463,41 @@ def embed_paths(backbone: Backbone, paths: Sequence[Path], batch_size: int = 32)
             for slot, vec in zip(slots, backbone.vectors(prepared), strict=True):
                 out[slot] = vec
     return out
+
+
+def query_vectors(
+    store: Store, spec: BackboneSpec, paths: Sequence[Path], batch_size: int = 32
+) -> tuple[list[np.ndarray | str], Backbone | None]:
+    """Vectors for query files: the stored one for content the index already holds, else the model's.
+
+    A stored vector is the one the model would compute for the same bytes
+    (vectors are deterministic), so a query batch the index has seen loads no
+    model at all; otherwise the model is loaded once for the new files.
+    Returns the vectors (or per-file errors) and the model, if one was loaded.
+    """
+    out: list[np.ndarray | str] = [""] * len(paths)
+    shas: dict[int, str] = {}
+    for i, path in enumerate(paths):
+        try:
+            shas[i] = sha256_file(path)
+        except OSError as exc:
+            out[i] = f"cannot read: {exc.strerror}"
+    stored = store.vectors_by_sha(sorted(set(shas.values())))
+    missing = [i for i, sha in shas.items() if sha not in stored]
+    for i, sha in shas.items():
+        if sha in stored:
+            out[i] = stored[sha]
+    backbone = None
+    for start in range(0, len(missing), max(1, batch_size)):
+        images: dict[int, Image.Image] = {}
+        for i in missing[start : start + batch_size]:
+            try:
+                images[i] = decode(paths[i]).rgb
+            except ImageError as exc:  # unreadable queries need no model either
+                out[i] = str(exc)
+        if images:
+            backbone = backbone or load_model(spec)
+            vectors = backbone.vectors([backbone.prepare(rgb) for rgb in images.values()])
+            for i, vec in zip(images, vectors, strict=True):
+                out[i] = vec
+    return out, backbone

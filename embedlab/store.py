@@ -419,6 +419,17 @@ class Store:
         )
         return np.stack([np.frombuffer(found[s], dtype="<f4") for s in shas]).astype(np.float32)
 
+    def vectors_by_sha(self, shas: Sequence[str]) -> dict[str, np.ndarray]:
+        """Stored vectors of those hashes that have one (queries the index has already seen)."""
+        found: dict[str, np.ndarray] = {}
+        for start in range(0, len(shas), 500):  # stay under SQLite's bound-parameter limit
+            chunk = shas[start : start + 500]
+            rows = self.execute(
+                f"SELECT sha256, vector FROM embeddings WHERE sha256 IN ({', '.join('?' for _ in chunk)})", chunk
+            )
+            found.update((s, np.frombuffer(v, dtype="<f4").astype(np.float32)) for s, v in rows)
+        return found
+
 
 def _migration_files() -> list[Path]:
     files = sorted(MIGRATIONS_DIR.glob("[0-9][0-9][0-9]_*.sql"))
