@@ -32,13 +32,12 @@ N_IMAGES = 24
 def _make_folder(folder: Path) -> None:
     """Distinct small crops of the sample photos: every file needs its own forward pass."""
     folder.mkdir()
-    n = 0
-    for name in PHOTOS:
-        img = skimage_image(name).convert("RGB")
-        for i in range(N_IMAGES // len(PHOTOS)):
-            box = (i * 23, i * 17, i * 23 + min(img.width, img.height) // 2, i * 17 + min(img.width, img.height) // 2)
-            img.crop(box).resize((96, 96), Image.Resampling.BILINEAR).save(folder / f"{n:03d}.png")
-            n += 1
+    photos = [skimage_image(name).convert("RGB") for name in PHOTOS]
+    for n in range(N_IMAGES):
+        img, i = photos[n % len(photos)], n // len(photos)
+        side = min(img.width, img.height) // 2
+        box = (i * 23, i * 17, i * 23 + side, i * 17 + side)
+        img.crop(box).resize((96, 96), Image.Resampling.BILINEAR).save(folder / f"{n:03d}.png")
 
 
 def _start_embed(work: Path, out: str) -> subprocess.Popen[str]:
