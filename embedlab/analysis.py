@@ -7,7 +7,7 @@ block, so memory stays bounded while every pair above the threshold is seen.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +41,10 @@ def _blocks(n: int) -> Iterator[tuple[int, int]]:
         yield start, min(n, start + _BLOCK)
 
 
-def neighbourhood(matrix: np.ndarray, k: int, threshold: float) -> Neighbourhood:
+def neighbourhood(
+    matrix: np.ndarray, k: int, threshold: float, on_rows: Callable[[int], None] | None = None
+) -> Neighbourhood:
+    """``on_rows(n)`` is told after each block of n rows (progress for long runs)."""
     n = matrix.shape[0]
     kk = max(0, min(k, n - 1))
     index = np.zeros((n, kk), dtype=np.int64)
@@ -60,6 +63,8 @@ def neighbourhood(matrix: np.ndarray, k: int, threshold: float) -> Neighbourhood
             order = np.lexsort((part, -vals), axis=-1)
             index[start:stop] = np.take_along_axis(part, order, axis=1)
             sim[start:stop] = np.take_along_axis(vals, order, axis=1)
+        if on_rows is not None:
+            on_rows(stop - start)
     return Neighbourhood(index, sim, pairs)
 
 
@@ -131,13 +136,14 @@ def analyze_vectors(
     anomaly_top: int,
     k: int,
     quality: dict[str, dict[str, Any]] | None = None,
+    on_rows: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """The `analyze` answer for unit vectors ``matrix`` whose rows hold ``paths``.
 
     With ``quality`` (path -> stored metrics), an image with any quality flag
     gains FLAG_PENALTY on top of its isolation score.
     """
-    hood = neighbourhood(matrix, k, threshold)
+    hood = neighbourhood(matrix, k, threshold, on_rows)
     groups = duplicate_groups(len(paths), hood.pairs, paths)
     isolation = isolation_scores(hood)
     flags = [quality_flags(quality.get(p[0])) if quality is not None else [] for p in paths]

@@ -17,6 +17,7 @@ from typing import Any
 from . import __version__
 from .descriptor import RECIPES
 from .images import ImageError, display_root, path_token, scan_images
+from .progress import Progress
 from .provenance import versions
 from .registry import BACKBONES, BackboneError
 from .store import Store, StoreError
@@ -37,6 +38,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError("must be between 0 and 1")
+    return value
+
+
 def _unit(text: str) -> float:
     value = float(text)
     if not -1.0 <= value <= 1.0:
@@ -52,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"embedlab {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="more detail on stderr")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+    parser.add_argument("--metrics-out", metavar="FILE", default=None, help=_METRICS_HELP)
     # The same switches after the command name (`embed ... -q`); SUPPRESS keeps the
     # top-level value when they are not repeated there.
     common = argparse.ArgumentParser(add_help=False)
@@ -59,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="only warnings and errors on stderr"
     )
+    common.add_argument("--metrics-out", metavar="FILE", default=argparse.SUPPRESS, help=_METRICS_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_command = functools.partial(sub.add_parser, parents=[common])
 
@@ -102,6 +112,26 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--query-dir", required=True, help="folder of query images (scanned recursively)")
     search.add_argument("--k", type=_positive, default=5, help="results per query (default 5)")
     search.add_argument("--json", action="store_true", help="JSON Lines: one object per query on stdout")
+    search.add_argument(
+        "--threshold", type=_unit, default=None, help="only results scoring at or above this cosine similarity"
+    )
+    search.add_argument(
+        "--diverse",
+        type=_fraction,
+        nargs="?",
+        const=0.5,
+        default=None,
+        metavar="LAMBDA",
+        help="re-rank by maximal marginal relevance so the top k are not copies of one image; "
+        "LAMBDA weighs similarity to the query against novelty (default 0.5; 1 = plain ranking); "
+        "combine with --threshold to keep unrelated images out",
+    )
+    search.add_argument(
+        "--explain",
+        action="store_true",
+        help="add per result its cosine distance and its rank in an exact full scan, and per query the "
+        "backbone and engine",
+    )
     _engine_flags(search)
 
     analyze = add_command("analyze", help="near-duplicate groups and the most isolated images")
@@ -144,7 +174,40 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--seed", type=int, default=0, help="seed for choosing the sample (default 0)")
     calibrate.add_argument("--plot", default=None, help="also write the PR curve to this PNG (needs matplotlib)")
     calibrate.add_argument("--json", action="store_true", help="one JSON object on stdout")
+
+    report = add_command("report", help="one self-contained HTML page: duplicates, anomalies, search, failures")
+    report.add_argument("--index", required=True, help="index folder written by embed")
+    report.add_argument("--out", required=True, help="HTML file to write, e.g. ./index/report.html")
+    report.add_argument("--query-dir", default=None, help="also show the top-k results of these query images")
+    report.add_argument("--k", type=_positive, default=5, help="results per query (default 5)")
+    report.add_argument("--dup-threshold", type=_unit, default=0.92, help="as for analyze (default 0.92)")
+    report.add_argument("--anomaly-top", type=_non_negative, default=8, help="anomalies to show (default 8)")
+    report.add_argument(
+        "--anomaly-k", type=_positive, default=10, help="neighbours used to score isolation (analyze --k, default 10)"
+    )
+    report.add_argument(
+        "--max-groups",
+        type=_positive,
+        default=200,
+        help="duplicate groups drawn; the rest are only counted (default 200)",
+    )
+    report.add_argument("--workers", type=_positive, default=2, help="threads making thumbnails (default 2)")
+    report.add_argument("--json", action="store_true", help="print what the page holds as JSON on stdout")
+
+    info = add_command("info", help="what an index holds: counts, backbone, runs, failures, size on disk")
+    info.add_argument("--index", required=True, help="index folder written by embed")
+    info.add_argument("--json", action="store_true", help="one JSON object on stdout")
     return parser
+
+
+_METRICS_HELP = "also write this run's metrics (counts, timings, rates, peak memory) to FILE as JSON"
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
 
 
 def _engine_flags(parser: argparse.ArgumentParser) -> None:
@@ -160,7 +223,10 @@ def _open_index(index: str, exact: bool) -> Store:
     store = Store(index, use_vec=not exact)
     if not store.meta().get("signature"):
         store.close()
-        raise CliError(f"index {display_root(index)} holds no embeddings yet; run embed first")
+        where = display_root(index)
+        raise CliError(
+            f"index {where} holds no embeddings yet: run `embedlab embed --images-dir IMAGES --out {where}` first"
+        )
     if not store.vec_loaded and not exact:
         log.warning("sqlite-vec could not load (%s); using exact NumPy search", store.vec_reason)
     if store.vec_loaded:
@@ -201,8 +267,16 @@ def cmd_embed(args: argparse.Namespace) -> int:
         report.images_per_second,
         report.seconds,
     )
+    args.metrics.update(
+        run_id=report.run_id,
+        counts={k: getattr(report, k) for k in ("images", "new", "reused", "unchanged", "removed", "failed")},
+        embedded_vectors=report.embedded_vectors,
+        images_per_second=round(report.images_per_second, 2),
+        timings={k: round(v, 3) for k, v in report.timings.items()},
+    )
+    _store_metrics(args.out, report.run_id, args.metrics)
     if args.json:
-        summary = {k: v for k, v in vars(report).items() if k != "timings"}
+        summary = {k: v for k, v in vars(report).items() if k not in ("timings", "run_id")}
         summary["timings"] = {k: round(v, 3) for k, v in report.timings.items()}
         summary["index"] = str(Path(args.out) / "embedlab.db")
         print(json.dumps(summary, sort_keys=True))
@@ -211,18 +285,24 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from .indexer import query_vectors, resolve_spec
+    from .ranking import Ranker
     from .search import Searcher
 
     started = time.perf_counter()
     with _open_index(args.index, args.exact) as store:
         queries = scan_images(args.query_dir)
         if not queries:
-            raise CliError(f"no images found in {display_root(args.query_dir)}")
+            raise CliError(
+                f"no images found in {display_root(args.query_dir)}: --query-dir needs image files "
+                "(PNG, JPEG, TIFF, DICOM, ...), searched recursively"
+            )
         backbone = resolve_spec(store, args.backbone, args.weights)
-        searcher = Searcher(store, exact=args.exact)
+        ranker = Ranker(store, Searcher(store, exact=args.exact))
+        t0 = time.perf_counter()
         # Queries the index already holds (same bytes) reuse their stored vector: no model load.
         vectors, model = query_vectors(store, backbone, [q.abspath for q in queries], args.batch_size)
-        failed = 0
+        embed_seconds = time.perf_counter() - t0
+        failed, latencies = 0, []
         for query, vec in zip(queries, vectors, strict=True):
             record: dict[str, Any] = {"query": query.path}
             if isinstance(vec, str):
@@ -230,25 +310,55 @@ def cmd_search(args: argparse.Namespace) -> int:
                 record.update(results=[], error=vec)
                 failed += 1
             else:
-                record["results"] = [{"path": h.path, "score": h.score} for h in searcher.top_k(vec, args.k)]
+                t0 = time.perf_counter()
+                record["results"] = _ranked_results(ranker, vec, args)
+                latencies.append(time.perf_counter() - t0)
+                if args.explain:
+                    record.update(backbone=backbone.signature, engine=ranker.searcher.engine)
             _print_search(record, args.json)
         log.info(
             "%d queries, k=%d, engine %s, backbone %s (dim %d, %s), %.2fs",
             len(queries),
             args.k,
-            searcher.engine,
+            ranker.searcher.engine,
             backbone.name,
             backbone.dim,
             "model loaded" if model is not None else "stored vectors, no model",
             time.perf_counter() - started,
         )
-        _record_run(store, "search", started, {"queries": len(queries), "failed": failed, "k": args.k})
+        args.metrics.update(
+            counts={"queries": len(queries), "failed": failed, "k": args.k},
+            engine=ranker.searcher.engine,
+            diverse=args.diverse,
+            threshold=args.threshold,
+            query_embed_seconds=round(embed_seconds, 3),
+            search_ms_mean=round(1000 * sum(latencies) / len(latencies), 3) if latencies else None,
+            search_ms_max=round(1000 * max(latencies), 3) if latencies else None,
+        )
+        _record_run(store, "search", started, args.metrics)
     return EXIT_ERROR if failed == len(queries) else EXIT_OK
 
 
-def _record_run(store: Store, command: str, started: float, counts: dict[str, Any]) -> None:
-    """Add this command to the runs manifest; a read-only index just goes without."""
+def _ranked_results(ranker: Any, vec: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """One query's results with the search extras applied: diverse, threshold, explain."""
+    hits = ranker.top_k(vec, args.k, diverse=args.diverse, threshold=args.threshold)
+    results: list[dict[str, Any]] = [{"path": h.path, "score": h.score} for h in hits]
+    if args.explain:
+        ranks = ranker.exact_ranks(vec)
+        for item in results:
+            item.update(distance=round(1.0 - item["score"], 6), exact_rank=ranks.get(item["path"]))
+    return results
+
+
+def _record_run(store: Store, command: str, started: float, metrics: dict[str, Any]) -> None:
+    """Add this command to the runs manifest; a read-only index just goes without.
+
+    ``metrics`` must hold "counts"; the whole dict (with the run id and total time
+    added) is stored in the run's metrics column and is what --metrics-out writes.
+    """
     meta = store.meta()
+    metrics["seconds"] = round(time.perf_counter() - started, 3)
+    metrics.update(_process_metrics())
     try:
         run_id = store.start_run(
             command,
@@ -257,9 +367,30 @@ def _record_run(store: Store, command: str, started: float, counts: dict[str, An
             dim=int(meta.get("dim", 0)),
             versions=versions(),
         )
-        store.finish_run(run_id, "ok", counts=counts, timings={"total": round(time.perf_counter() - started, 3)})
+        metrics["run_id"] = run_id
+        store.finish_run(run_id, "ok", counts=metrics["counts"], timings={"total": metrics["seconds"]}, metrics=metrics)
     except Exception as exc:  # sqlite3 and apsw share no base class
         log.debug("run not recorded: %s", type(exc).__name__)
+
+
+def _process_metrics() -> dict[str, Any]:
+    """Peak resident memory of this process, in MiB (Linux reports KiB, macOS bytes)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return {}
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"peak_rss_mib": round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)}
+
+
+def _store_metrics(index: str, run_id: int, metrics: dict[str, Any]) -> None:
+    """Attach metrics to a run that another module recorded (embed)."""
+    metrics.update(_process_metrics())
+    try:
+        with Store(index) as store:
+            store.set_run_metrics(run_id, metrics)
+    except Exception as exc:  # a read-only index keeps its run without metrics
+        log.debug("metrics not recorded: %s", type(exc).__name__)
 
 
 def _print_search(record: dict[str, Any], as_json: bool) -> None:
@@ -285,14 +416,16 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         # far faster than a full vec0 scan (bench/speed.py), bit for bit the same.
         shas, matrix = store.load_vectors(through_vec=False)
         by_sha = store.ok_paths_by_sha()
-        result = analyze_vectors(
-            matrix,
-            [by_sha[s] for s in shas],
-            threshold=args.dup_threshold,
-            anomaly_top=args.anomaly_top,
-            k=args.k,
-            quality=store.quality(),
-        )
+        with Progress(len(shas), "analyzing", unit="vec") as bar:
+            result = analyze_vectors(
+                matrix,
+                [by_sha[s] for s in shas],
+                threshold=args.dup_threshold,
+                anomaly_top=args.anomaly_top,
+                k=args.k,
+                quality=store.quality(),
+                on_rows=bar.update,
+            )
         result["unreadable"] = [{"path": p, "error": e} for p, e in store.errors()]
         result.update(
             backbone=meta.get("backbone"),
@@ -303,7 +436,13 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             k=args.k,
         )
         counts = {"images": result["images"], "groups": len(result["duplicate_groups"]), "k": args.k}
-        _record_run(store, "analyze", started, {**counts, "dup_threshold": args.dup_threshold})
+        args.metrics.update(
+            counts={**counts, "dup_threshold": args.dup_threshold},
+            anomalies=len(result["anomalies"]),
+            unreadable=len(result["unreadable"]),
+            unique_vectors=len(shas),
+        )
+        _record_run(store, "analyze", started, args.metrics)
     log.info(
         "%d duplicate groups, %d anomalies, %d unreadable, %.2fs",
         len(result["duplicate_groups"]),
@@ -357,6 +496,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         exclude = lambda i, j: same(names[i], names[j])  # noqa: E731
     metrics = retrieval_metrics(matrix[[i for _, i in rows]], labels, ks=ks, exclude=exclude)
     result = {"images": len(rows), "classes": len(set(labels)), **{k: round(v, 4) for k, v in metrics.items()}}
+    args.metrics.update(result)
     if args.json:
         print(json.dumps(result, separators=(",", ":")))
     else:
@@ -379,6 +519,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if result.sampled == 0:
         raise CliError("none of the sampled images could be read from disk; run calibrate where they live")
     report = result.as_dict()
+    args.metrics.update(
+        sampled_images=report["sampled_images"], suggested_dup_threshold=report["suggested_dup_threshold"]
+    )
     if args.plot and not save_plot(result, Path(args.plot)):
         log.warning("matplotlib is not installed; no plot written")
     if args.json:
@@ -392,12 +535,102 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import ReportOptions, build_report, write_report
+
+    started = time.perf_counter()
+    out = Path(args.out)
+    if out.is_dir():
+        raise CliError(f"--out {args.out} is a folder: name the HTML file, e.g. {out / 'report.html'}")
+    if args.query_dir is not None and not scan_images(args.query_dir):
+        raise CliError(f"no images found in {display_root(args.query_dir)}: drop --query-dir or point it at images")
+    options = ReportOptions(
+        dup_threshold=args.dup_threshold,
+        anomaly_top=args.anomaly_top,
+        anomaly_k=args.anomaly_k,
+        max_groups=args.max_groups,
+        query_dir=args.query_dir,
+        k=args.k,
+        workers=args.workers,
+    )
+    with _open_index(args.index, exact=args.query_dir is None) as store:
+        text, stats = build_report(store, options)
+        try:
+            write_report(text, out)
+        except OSError as exc:
+            raise CliError(f"cannot write {args.out}: {exc.strerror}; choose another --out") from None
+        summary = {k: v for k, v in vars(stats).items() if k != "timings"}
+        args.metrics.update(
+            counts={"groups": stats.groups, "anomalies": stats.anomalies, "queries": stats.queries},
+            **summary,
+            timings={k: round(v, 3) for k, v in stats.timings.items()},
+        )
+        _record_run(store, "report", started, args.metrics)
+    log.info(
+        "wrote %s: %d duplicate groups, %d anomalies, %d queries, %d unreadable, %d thumbnails (%.1f MB), %.2fs",
+        out.name,
+        stats.groups,
+        stats.anomalies,
+        stats.queries,
+        stats.unreadable,
+        stats.thumbnails,
+        stats.bytes / 1e6,
+        time.perf_counter() - started,
+    )
+    if stats.thumbnails_missing:
+        log.warning(
+            "%d pictures could not be read for thumbnails (moved or unreadable files)", stats.thumbnails_missing
+        )
+    if args.json:
+        print(json.dumps({"out": str(out), **summary}, sort_keys=True))
+    return EXIT_OK
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    with _open_index(args.index, exact=True) as store:
+        meta = store.meta()
+        info: dict[str, Any] = {
+            "index": str(store.path),
+            "backbone": meta.get("backbone"),
+            "recipe": meta.get("recipe"),
+            "dim": int(meta["dim"]),
+            "weights_file": meta.get("weights_file"),
+            "weights_sha256": meta.get("weights_sha256"),
+            **store.summary(),
+            "failures": [{"path": p, "error": e} for p, e in store.errors()],
+            "last_runs": [
+                {k: run.get(k) for k in ("id", "command", "started_at", "status", "counts", "timings", "metrics")}
+                for run in store.runs(limit=5)
+            ],
+        }
+    if args.json:
+        print(json.dumps(info, sort_keys=True, separators=(",", ":")))
+        return EXIT_OK
+    print(f"index            {info['index']} ({info['database_bytes'] / 1e6:.1f} MB, schema v{info['schema_version']})")
+    print(f"backbone         {info['backbone']} (recipe {info['recipe']}, dim {info['dim']})")
+    print(f"weights          {info['weights_file']} sha256 {str(info['weights_sha256'])[:12]}")
+    print(f"images           {info['images']} in {info['folders']} folder(s), {info['unique_vectors']} unique vectors")
+    print(f"failures         {info['failed']}")
+    for item in info["failures"][:10]:
+        print(f"  {item['path']}: {item['error']}")
+    if len(info["failures"]) > 10:
+        print(f"  ... {len(info['failures']) - 10} more (--json lists all)")
+    print("runs             " + (", ".join(f"{k} x{v}" for k, v in info["runs"].items()) or "none"))
+    for run in info["last_runs"]:
+        seconds = (run.get("timings") or {}).get("total")
+        took = f"{seconds:.2f}s" if isinstance(seconds, (int, float)) else "-"
+        print(f"  #{run['id']:<4} {run['started_at']}  {run['command']:<9} {run['status']:<7} {took}")
+    return EXIT_OK
+
+
 COMMANDS = {
     "embed": cmd_embed,
     "search": cmd_search,
     "analyze": cmd_analyze,
     "evaluate": cmd_evaluate,
     "calibrate": cmd_calibrate,
+    "report": cmd_report,
+    "info": cmd_info,
 }
 
 
@@ -410,11 +643,22 @@ def _configure_logging(level: int) -> None:
     log.propagate = False
 
 
+def _write_metrics(target: str, metrics: dict[str, Any]) -> None:
+    try:
+        Path(target).write_text(json.dumps(metrics, sort_keys=True, indent=1) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"cannot write --metrics-out {target}: {exc.strerror}") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO)
+    args.metrics = {"command": args.command}
     try:
-        return COMMANDS[args.command](args)
+        status = COMMANDS[args.command](args)
+        if args.metrics_out:
+            _write_metrics(args.metrics_out, args.metrics)
+        return status
     except (CliError, ImageError, StoreError, BackboneError) as exc:
         print(f"embedlab: error: {exc}", file=sys.stderr)
         return EXIT_ERROR

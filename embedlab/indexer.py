@@ -12,7 +12,6 @@ index's signature and the weights file's hash, never torch.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -23,7 +22,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from .descriptor import DEFAULT_RECIPE
 from .images import (
@@ -36,6 +34,7 @@ from .images import (
     scan_images,
     sha256_file,
 )
+from .progress import Progress
 from .provenance import versions
 from .registry import DEFAULT_BACKBONE, BackboneSpec, backbone_spec
 from .store import ImageRow, IndexMismatch, Store
@@ -63,6 +62,7 @@ log = logging.getLogger("embedlab")
 # input, never the full-size picture).
 PREFETCH_BATCHES = 2
 
+
 @dataclass
 class EmbedReport:
     images: int = 0
@@ -77,6 +77,7 @@ class EmbedReport:
     dim: int = 0
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
+    run_id: int = 0  # the row of this run in the runs manifest
 
     @property
     def images_per_second(self) -> float:
@@ -251,6 +252,7 @@ def embed_folder(
             images_dir=root,
             versions=versions(),
         )
+        report.run_id = run_id
         try:
             _sync(store, spec, root, files, report, run_id, batch_size, workers, seed, rehash)
         except BaseException:
@@ -405,10 +407,9 @@ def _copy_of(item: Embedded, job: Job) -> Embedded:
     return Embedded(job, replace(item.row, path=info.path, size=info.size, mtime_ns=info.mtime_ns), None)
 
 
-def progress(total: int, desc: str) -> tqdm:
-    """A bar only for a person watching a terminal; never in logs or pipes."""
-    quiet = not sys.stderr.isatty() or not log.isEnabledFor(logging.INFO)
-    return tqdm(total=total, unit="img", desc=desc, file=sys.stderr, disable=quiet)
+def progress(total: int, desc: str) -> Progress:
+    """A bar for a person watching a terminal; occasional plain log lines in logs or pipes."""
+    return Progress(total, desc)
 
 
 def write_batch(

@@ -25,7 +25,16 @@ import numpy as np
 log = logging.getLogger("embedlab")
 
 DB_NAME = "embedlab.db"
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def _migrations_dir() -> Path:
+    """``migrations/`` at the repository root, or its copy inside an installed package."""
+    here = Path(__file__).resolve().parent
+    installed = here / "migrations"
+    return installed if installed.is_dir() else here.parent / "migrations"
+
+
+MIGRATIONS_DIR = _migrations_dir()
 VEC_TABLE = "vec_index"
 KNN_MAX = 4096  # sqlite-vec's ceiling for k
 
@@ -105,7 +114,7 @@ class Store:
             except OSError as exc:
                 raise StoreError(f"cannot create index folder {self.dir}: {exc.strerror}") from None
         elif not self.path.is_file():
-            raise StoreError(f"no index at {self.path}; run `embedlab embed --out {self.dir}` first")
+            raise StoreError(f"no index at {self.dir}: run `embedlab embed --images-dir IMAGES --out {self.dir}` first")
         try:
             self.conn, self.vec_loaded, self.vec_reason = _connect(self.path, use_vec)
             self.execute("PRAGMA journal_mode=WAL")
@@ -183,6 +192,9 @@ class Store:
         sets = ["finished_at = ?", "status = ?", *(f"{k} = ?" for k in fields)]
         values = [now(), status, *(_jsonable(v) for v in fields.values()), run_id]
         self.execute(f"UPDATE runs SET {', '.join(sets)} WHERE id = ?", values)
+
+    def set_run_metrics(self, run_id: int, metrics: dict[str, Any]) -> None:
+        self.execute("UPDATE runs SET metrics = ? WHERE id = ?", (_jsonable(metrics), run_id))
 
     # -- images -------------------------------------------------------------------
 
@@ -341,6 +353,44 @@ class Store:
             )
             found.update((s, np.frombuffer(v, dtype="<f4").astype(np.float32)) for s, v in rows)
         return found
+
+    # -- report and info ---------------------------------------------------------
+
+    def image_rows(self) -> dict[str, ImageRow]:
+        """Every file row, readable or not, by path: sizes and dimensions for reports."""
+        cols = ", ".join(_IMAGE_COLUMNS)
+        return {r[0]: ImageRow(*r) for r in self.execute(f"SELECT {cols} FROM images ORDER BY path")}
+
+    def runs(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """The runs manifest, newest first, JSON columns decoded."""
+        cols = [r[1] for r in self.execute("PRAGMA table_info(runs)")]
+        sql = f"SELECT {', '.join(cols)} FROM runs ORDER BY id DESC"
+        rows = self.execute(sql + " LIMIT ?", (limit,)) if limit is not None else self.execute(sql)
+        out = []
+        for row in rows:
+            run = dict(zip(cols, row, strict=True))
+            for key in ("versions", "counts", "timings", "metrics"):
+                if isinstance(run.get(key), str):
+                    run[key] = json.loads(run[key])
+            out.append(run)
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        """Counts for `info`: files, failures, vectors, runs, schema version, bytes on disk."""
+        ((ok, failed),) = self.execute(
+            "SELECT coalesce(sum(status = 'ok'), 0), coalesce(sum(status = 'error'), 0) FROM images"
+        )
+        runs = dict(self.execute("SELECT command, count(*) FROM runs GROUP BY command ORDER BY command"))
+        files = [self.path, self.path.with_name(self.path.name + "-wal")]
+        return {
+            "images": int(ok),
+            "failed": int(failed),
+            "unique_vectors": self._embedding_count(),
+            "folders": int(self.execute("SELECT count(DISTINCT root) FROM images")[0][0]),
+            "runs": {str(k): int(v) for k, v in runs.items()},
+            "schema_version": int(self.execute("PRAGMA user_version")[0][0]),
+            "database_bytes": sum(f.stat().st_size for f in files if f.is_file()),
+        }
 
 
 def _split_sql(script: str) -> list[str]:

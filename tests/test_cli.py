@@ -48,6 +48,7 @@ def test_grader_commands_end_to_end(layout: Path) -> None:
         and "dim 1347" in embed.stderr
     )
     assert "images/s" in embed.stderr
+    assert "\r" not in embed.stderr and "it/s" not in embed.stderr  # no progress bar in a pipe
     assert (layout / "index" / "embedlab.db").is_file()
 
     search = run("search", "--index", "./index", "--query-dir", "./assets/queries", "--k", "5", "--json", cwd=layout)
@@ -199,3 +200,178 @@ def test_quiet_works_before_and_after_the_command(built_index: Path, capsys: pyt
     quiet = capsys.readouterr()
     assert quiet.err == ""
     assert quiet.out.splitlines() == [loud.out.strip()] * 2
+
+
+def _search_json(capsys: pytest.CaptureFixture[str], index: Path, queries: Path, *extra: str) -> list[dict]:  # type: ignore[type-arg]
+    assert main(["-q", "search", "--index", str(index), "--query-dir", str(queries), "--json", *extra]) == 0
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+def test_search_threshold_diverse_and_explain(
+    built_index: Path, photo_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    queries = tmp_path / "q"
+    queries.mkdir()
+    shutil.copyfile(photo_dir / "coffee.png", queries / "coffee.png")  # indexed twice, byte-identical
+    (everything,) = _search_json(capsys, built_index, queries, "--k", "12")
+    full = everything["results"]
+    (plain,) = _search_json(capsys, built_index, queries, "--k", "3")
+    assert plain["results"] == full[:3]
+    copies = {str(photo_dir / "coffee.png"), str(photo_dir / "sub_coffee_copy.png")}
+    assert {r["path"] for r in plain["results"][:2]} == copies  # the plain top 2 is one picture twice
+
+    cut = full[4]["score"]
+    (above,) = _search_json(capsys, built_index, queries, "--k", "12", "--threshold", repr(cut))
+    assert above["results"] == [r for r in full if r["score"] >= cut] and len(above["results"]) >= 5
+
+    (diverse,) = _search_json(capsys, built_index, queries, "--k", "3", "--diverse")
+    got = diverse["results"]
+    assert got[0] == full[0] and len(got) == 3
+    assert len(copies & {r["path"] for r in got}) == 1  # one copy, then other pictures
+    assert all(r in full for r in got)  # same scores as plain search, only the order and choice change
+    (lam1,) = _search_json(capsys, built_index, queries, "--k", "3", "--diverse", "1")
+    assert lam1["results"] == plain["results"]  # lambda 1 is plain relevance
+
+    (explained,) = _search_json(capsys, built_index, queries, "--k", "3", "--diverse", "--explain")
+    rank_of = {r["path"]: i for i, r in enumerate(full, 1)}
+    assert explained["backbone"] == "efficientnet_lite0/hybrid/v1" and explained["engine"] == "sqlite-vec"
+    for r in explained["results"]:
+        assert r["distance"] == round(1 - r["score"], 6)
+        assert r["exact_rank"] == rank_of[r["path"]]
+    assert [r["path"] for r in explained["results"]] == [r["path"] for r in got]
+
+
+def test_info_lists_counts_runs_failures_and_size(
+    work: Path, photo_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    images = work / "images"
+    images.mkdir()
+    for name in ("coffee.png", "sub_coffee_copy.png", "moon.png"):
+        shutil.copyfile(photo_dir / name, images / name)
+    (images / "bad.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    assert main(["info", "--index", "./idx"]) == 1
+    assert "no index at idx: run `embedlab embed --images-dir IMAGES --out idx` first" in capsys.readouterr().err
+    assert main(["-q", "embed", "--images-dir", "images", "--out", "idx"]) == 0
+    assert main(["-q", "analyze", "--index", "idx", "--json"]) == 0
+    capsys.readouterr()
+    assert main(["info", "--index", "idx", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert (info["backbone"], info["recipe"], info["dim"]) == ("efficientnet_lite0", "hybrid", 1347)
+    assert (info["images"], info["unique_vectors"], info["failed"], info["folders"]) == (3, 2, 1, 1)
+    assert [f["path"] for f in info["failures"]] == ["images/bad.jpg"]
+    assert info["runs"] == {"analyze": 1, "embed": 1}
+    assert [r["command"] for r in info["last_runs"]] == ["analyze", "embed"]
+    db = work / "idx" / "embedlab.db"
+    wal = db.with_name("embedlab.db-wal")
+    assert info["database_bytes"] == db.stat().st_size + (wal.stat().st_size if wal.exists() else 0) > 0
+    assert info["schema_version"] >= 4
+    assert main(["info", "--index", "idx"]) == 0
+    text = capsys.readouterr().out
+    assert "images           3 in 1 folder(s), 2 unique vectors" in text and "images/bad.jpg" in text
+
+
+def test_metrics_out_and_the_runs_table_agree(work: Path, photo_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    images = work / "images"
+    images.mkdir()
+    for name in ("chelsea.png", "coins.png"):
+        shutil.copyfile(photo_dir / name, images / name)
+    assert main(["-q", "embed", "--images-dir", "images", "--out", "idx", "--metrics-out", "embed.json"]) == 0
+    embed = json.loads((work / "embed.json").read_text())
+    assert embed["command"] == "embed" and embed["counts"]["new"] == 2 and embed["embedded_vectors"] == 2
+    assert embed["images_per_second"] > 0 and embed["peak_rss_mib"] > 0 and "embed" in embed["timings"]
+    args = ["-q", "search", "--index", "idx", "--query-dir", "images", "--k", "1", "--metrics-out", "search.json"]
+    assert main(args) == 0
+    capsys.readouterr()
+    search = json.loads((work / "search.json").read_text())
+    assert search["counts"] == {"queries": 2, "failed": 0, "k": 1} and search["engine"] == "sqlite-vec"
+    assert search["search_ms_mean"] > 0 and search["search_ms_max"] >= search["search_ms_mean"]
+    with Store(work / "idx") as store:
+        runs = {r["command"]: r for r in store.runs()}
+    assert runs["embed"]["metrics"] == embed and runs["embed"]["id"] == embed["run_id"]
+    assert runs["search"]["metrics"] == search
+    assert main(["-q", "analyze", "--index", "idx", "--metrics-out", str(work / "nodir" / "m.json")]) == 1
+    assert "cannot write --metrics-out" in capsys.readouterr().err
+
+
+def test_progress_bar_on_a_terminal(work: Path, photo_dir: Path) -> None:
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    images = work / "images"
+    images.mkdir()
+    for name in ("chelsea.png", "coins.png", "moon.png"):
+        shutil.copyfile(photo_dir / name, images / name)
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # a 120-column terminal
+    with subprocess.Popen(
+        [sys.executable, str(ROOT / "embedlab.py"), "embed", "--images-dir", "images", "--out", "tty"],
+        cwd=work,
+        stdout=subprocess.DEVNULL,
+        stderr=terminal,
+    ) as proc:
+        os.close(terminal)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:  # the terminal closes when the process exits
+                break
+            if not chunk:
+                break
+            seen += chunk
+        assert proc.wait(timeout=300) == 0
+    os.close(controller)
+    text = seen.decode("utf-8", "replace")
+    assert "embedding: 100%" in text and "3/3" in text and "\r" in text
+
+
+def test_python_m_embedlab_runs_the_cli(work: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "embedlab", "--version"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "embedlab 0.1.0"
+
+
+def test_wheel_carries_the_migrations_the_command_and_the_pins(tmp_path: Path) -> None:
+    """What `pip install .` installs, built offline with the setuptools at hand (no torch install)."""
+    import zipfile
+
+    setuptools = pytest.importorskip("setuptools")
+    if int(setuptools.__version__.split(".")[0]) < 64:
+        pytest.skip(f"setuptools {setuptools.__version__} is older than the build needs (64)")
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md", "requirements.txt"):
+        shutil.copyfile(ROOT / name, src / name)
+    for folder in ("embedlab", "migrations"):
+        shutil.copytree(ROOT / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            str(src),
+            "-w",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stderr[-2000:]
+    (wheel,) = tmp_path.glob("embedlab-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+        meta = zf.read(next(n for n in names if n.endswith("dist-info/METADATA"))).decode()
+        entry = zf.read(next(n for n in names if n.endswith("dist-info/entry_points.txt"))).decode()
+    migrations = sorted(p.name for p in (ROOT / "migrations").glob("*.sql"))
+    assert migrations and {f"embedlab/migrations/{m}" for m in migrations} <= names
+    assert "embedlab/__main__.py" in names and "embedlab = embedlab.cli:main" in entry
+    pins = [ln.strip() for ln in (ROOT / "requirements.txt").read_text().splitlines() if ln.strip()[:1].isalpha()]
+    assert pins and all(f"Requires-Dist: {pin}" in meta for pin in pins)

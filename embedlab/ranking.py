@@ -1,0 +1,81 @@
+"""Search extras: diverse re-ranking (MMR) and per-result explanations.
+
+A query with near-duplicates in the index otherwise fills its top-k with copies
+of one picture; maximal marginal relevance trades a little similarity to the
+query for dissimilarity to what is already picked.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .search import SCORE_DECIMALS, Hit, Searcher, cosine_scores
+from .store import Store
+
+# How many candidates MMR chooses from, per result wanted.
+POOL_FACTOR = 4
+
+
+def mmr_order(query_sims: np.ndarray, pairwise: np.ndarray, k: int, lam: float) -> list[int]:
+    """Greedy MMR: pick argmax of lam * sim(q, d) - (1 - lam) * max sim(d, picked).
+
+    Candidates come sorted best first, so ties resolve to the better-ranked one
+    and the order is deterministic.
+    """
+    n = len(query_sims)
+    picked: list[int] = []
+    redundancy = np.full(n, -np.inf)
+    available = np.ones(n, dtype=bool)
+    for _ in range(min(k, n)):
+        red = np.where(np.isfinite(redundancy), redundancy, 0.0)
+        gain = np.where(available, lam * query_sims - (1.0 - lam) * red, -np.inf)
+        best = int(np.argmax(gain))
+        picked.append(best)
+        available[best] = False
+        redundancy = np.maximum(redundancy, pairwise[best])
+    return picked
+
+
+class Ranker:
+    """Top-k through a Searcher, optionally diversified and explained."""
+
+    def __init__(self, store: Store, searcher: Searcher):
+        self.store = store
+        self.searcher = searcher
+        self.sha_of = {path: sha for sha, paths in searcher.paths.items() for path in paths}
+        self._exact: tuple[list[str], np.ndarray] | None = None
+
+    def top_k(
+        self, query: np.ndarray, k: int, *, diverse: float | None = None, threshold: float | None = None
+    ) -> list[Hit]:
+        """Top k, or with ``diverse`` (MMR's lambda) k picked by MMR among the best candidates.
+
+        ``threshold`` drops results below it first, so MMR never trades a
+        relevant result for an unrelated one (a blank image is novel too).
+        """
+        floor = -np.inf if threshold is None else threshold
+        if diverse is None:
+            return [h for h in self.searcher.top_k(query, k) if h.score >= floor]
+        pool = [h for h in self.searcher.top_k(query, max(k * POOL_FACTOR, k + 16)) if h.score >= floor]
+        if not pool:
+            return []
+        vectors = self.store.vectors_for([self.sha_of[h.path] for h in pool])
+        sims = np.array([h.score for h in pool], dtype=np.float64)
+        order = mmr_order(sims, cosine_scores(vectors, vectors.T), k, diverse)
+        return [pool[i] for i in order]
+
+    def exact_ranks(self, query: np.ndarray) -> dict[str, int]:
+        """Every indexed path's 1-based rank in a full exact scan (ties by path, as `search`)."""
+        if self._exact is None:
+            self._exact = self.store.load_vectors(through_vec=False)
+        shas, matrix = self._exact
+        scores = np.round(cosine_scores(matrix, query), SCORE_DECIMALS)
+        ranked = sorted(
+            (
+                (float(s), path)
+                for sha, s in zip(shas, scores, strict=True)
+                for path in self.searcher.paths.get(sha, ())
+            ),
+            key=lambda t: (-t[0], t[1]),
+        )
+        return {path: rank for rank, (_, path) in enumerate(ranked, 1)}

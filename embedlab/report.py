@@ -1,0 +1,454 @@
+"""`report`: one self-contained HTML page to judge duplicates and anomalies by eye.
+
+People decide what to delete by looking at pictures, not paths. The page holds
+everything inline (thumbnails as data URIs, one style sheet, no script) and a
+Content-Security-Policy that forbids any request or script, so it can be mailed
+or archived and opened offline. Every name from the index is HTML-escaped:
+file names are shown, never interpreted.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import logging
+import os
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .analysis import BLANK_CONTRAST, EXTREME_ASPECT, LOW_ENTROPY_BITS, TINY_SIDE, analyze_vectors
+from .images import ImageError, decode
+from .progress import Progress
+from .search import SCORE_DECIMALS, cosine_scores
+from .store import ImageRow, Store
+
+log = logging.getLogger("embedlab")
+
+THUMB_PX = 128
+NEIGHBOURS_SHOWN = 5
+MATRIX_MAX = 10  # larger groups list each member's strongest link instead of a full matrix
+GROUP_MEMBERS_SHOWN = 48
+
+_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+
+_CSS = """
+body{font:14px/1.4 system-ui,sans-serif;margin:0;background:#f4f5f7;color:#1d2330}
+header{background:#1d2330;color:#fff;padding:14px 24px}
+header h1{margin:0 0 4px;font-size:20px} header p{margin:0;color:#c5cad6}
+nav a{color:#9cc3ff;margin-right:16px}
+main{padding:8px 24px 40px}
+h2{margin:28px 0 10px;font-size:18px;border-bottom:2px solid #d5d9e2;padding-bottom:4px}
+article{background:#fff;border:1px solid #d5d9e2;border-radius:6px;padding:10px 12px;margin:0 0 12px}
+h3{margin:0 0 8px;font-size:15px}
+.body{display:flex;gap:20px;flex-wrap:wrap;align-items:flex-start}
+.thumbs{display:flex;flex-wrap:wrap;gap:10px;align-items:flex-start}
+figure{margin:0;width:136px;font-size:11px;color:#4a5263}
+figure.small{width:104px}
+img.thumb{display:block;width:128px;height:128px;object-fit:contain;background:#e9ebf0;border:1px solid #c8cdd8;
+ border-radius:3px;box-sizing:border-box}
+img.pixelated{image-rendering:pixelated}
+figure.small img.thumb{width:92px;height:92px}
+.missing{width:128px;height:128px;display:flex;align-items:center;justify-content:center;background:#fbe9e9;
+ color:#9b1c1c;border-radius:3px;text-align:center}
+figcaption{word-break:break-all;margin-top:3px}
+.score{font-weight:600;color:#1d2330}
+.flag{display:inline-block;background:#fde2b8;color:#7a4100;border-radius:3px;padding:0 5px;margin:0 4px 2px 0}
+table{border-collapse:collapse;font-size:12px}
+td,th{border:1px solid #d5d9e2;padding:2px 6px;text-align:left}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+td.below{color:#a05a00;background:#fff6e5}
+.note{font-size:11px;color:#6b7385;margin:4px 0 0}
+.anomaly{display:flex;gap:16px;align-items:flex-start}
+.why p{margin:2px 0}
+.query{display:flex;gap:16px;align-items:flex-start}
+.arrow{align-self:center;font-size:22px;color:#8a92a3}
+.empty{color:#6b7385;font-style:italic}
+"""
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """The page's knobs; the analysis ones mean what they mean for `analyze`."""
+
+    dup_threshold: float = 0.92
+    anomaly_top: int = 8
+    anomaly_k: int = 10
+    max_groups: int = 200
+    query_dir: str | None = None
+    k: int = 5
+    batch_size: int = 32
+    workers: int = 2
+
+
+@dataclass
+class ReportStats:
+    """What the page holds, for logs, the runs manifest and --metrics-out."""
+
+    groups: int = 0
+    groups_shown: int = 0
+    anomalies: int = 0
+    queries: int = 0
+    unreadable: int = 0
+    thumbnails: int = 0
+    thumbnails_missing: int = 0
+    bytes: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def thumbnail_uri(path: str | os.PathLike[str], px: int = THUMB_PX) -> str:
+    """A JPEG data URI of the picture as a viewer shows it; ImageError if unreadable."""
+    rgb = decode(path).rgb
+    rgb.thumbnail((px, px), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    buf = io.BytesIO()
+    rgb.save(buf, format="JPEG", quality=82, optimize=True)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+class Thumbnails:
+    """Thumbnails by path, made once each (in worker threads), or the reason there is none."""
+
+    def __init__(self, workers: int = 2):
+        self.workers = max(1, workers)
+        self.uris: dict[str, str] = {}
+        self.errors: dict[str, str] = {}
+
+    def make(self, paths: Iterable[str]) -> None:
+        todo = sorted({p for p in paths if p not in self.uris and p not in self.errors})
+        with ThreadPoolExecutor(self.workers) as pool, Progress(len(todo), "thumbnails") as bar:
+            for path, uri, error in pool.map(_one_thumbnail, todo):
+                if uri is not None:
+                    self.uris[path] = uri
+                else:
+                    self.errors[path] = error
+                bar.update(1)
+
+
+def _one_thumbnail(path: str) -> tuple[str, str | None, str]:
+    if not os.path.exists(path):
+        return path, None, "file not found"
+    try:
+        return path, thumbnail_uri(path), ""
+    except ImageError as exc:
+        return path, None, str(exc)
+
+
+def _e(value: object) -> str:
+    """Escape anything for text and attribute positions alike."""
+    return html.escape(str(value), quote=True)
+
+
+def _human_bytes(size: int | None) -> str:
+    if size is None:
+        return "?"
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+class _Page:
+    """Accumulates HTML; every dynamic value goes through ``_e``."""
+
+    def __init__(self, thumbs: Thumbnails, rows: dict[str, ImageRow]):
+        self.parts: list[str] = []
+        self.thumbs = thumbs
+        self.rows = rows
+        self.shown = 0
+        self.missing = 0
+
+    def add(self, *chunks: str) -> None:
+        self.parts.extend(chunks)
+
+    def figure(self, path: str, lines: Sequence[str] = (), small: bool = False) -> None:
+        uri = self.thumbs.uris.get(path)
+        cls = ' class="small"' if small else ""
+        if uri is not None:
+            self.shown += 1
+            row = self.rows.get(path)
+            tiny = row is not None and min(row.width or THUMB_PX, row.height or THUMB_PX) < THUMB_PX // 4
+            css = "thumb pixelated" if tiny else "thumb"
+            pic = f'<img class="{css}" src="{uri}" alt="{_e(path)}" title="{_e(path)}">'
+        else:
+            self.missing += 1
+            pic = f'<div class="missing" title="{_e(path)}">{_e(self.thumbs.errors.get(path, "no thumbnail"))}</div>'
+        caption = "<br>".join([f'<span class="path">{_e(path)}</span>', *lines])
+        self.add(f"<figure{cls}>{pic}<figcaption>{caption}</figcaption></figure>")
+
+    def describe(self, path: str) -> str:
+        """Dimensions, file size and format of an indexed file, escaped."""
+        row = self.rows.get(path)
+        if row is None:
+            return ""
+        dims = f"{row.width}\u00d7{row.height}" if row.width and row.height else "?"
+        return _e(f"{dims} \u00b7 {_human_bytes(row.size)} \u00b7 {row.format or '?'}")
+
+    def html(self) -> str:
+        return "".join(self.parts)
+
+
+def flag_reasons(flags: Sequence[str], row: ImageRow | None) -> list[str]:
+    """Plain-language reasons for the quality flags, with the measured values."""
+    reasons = []
+    for flag in flags:
+        if flag == "blank" and row is not None and row.contrast is not None:
+            reasons.append(f"blank: grey-level spread {row.contrast:.1%} < {BLANK_CONTRAST:.0%}")
+        elif flag == "low_entropy" and row is not None and row.entropy is not None:
+            reasons.append(f"low_entropy: {row.entropy:.2f} bits < {LOW_ENTROPY_BITS:g} bits")
+        elif flag == "tiny" and row is not None and row.width and row.height:
+            reasons.append(f"tiny: shorter side {min(row.width, row.height)} px < {TINY_SIDE} px")
+        elif flag == "extreme_aspect" and row is not None and row.width and row.height:
+            ratio = max(row.width, row.height) / min(row.width, row.height)
+            reasons.append(f"extreme_aspect: {ratio:.1f}:1 \u2265 {EXTREME_ASPECT:g}:1")
+        else:
+            reasons.append(flag)
+    return reasons
+
+
+def _pair_table(page: _Page, members: list[str], sims: np.ndarray, threshold: float) -> None:
+    """Pairwise scores: a full matrix for small groups, each member's best link otherwise."""
+    names = [f"#{i + 1}" for i in range(len(members))]
+    if len(members) <= MATRIX_MAX:
+        page.add('<div><table class="pairs"><tr><th></th>', *(f"<th>{n}</th>" for n in names), "</tr>")
+        for i, name in enumerate(names):
+            cells = (
+                "<td></td>"
+                if i == j
+                else f'<td class="num{" below" if sims[i, j] < threshold else ""}">{sims[i, j]:.4f}</td>'
+                for j in range(len(names))
+            )
+            page.add(f"<tr><th>{name}</th>", *cells, "</tr>")
+        page.add("</table>")
+        if (sims < threshold).any():
+            page.add('<p class="note">shaded: below the threshold, joined through other members</p>')
+        page.add("</div>")
+        return
+    page.add('<table class="pairs"><tr><th>image</th><th>closest in group</th><th>score</th></tr>')
+    masked = sims.copy()
+    np.fill_diagonal(masked, -np.inf)
+    for i, name in enumerate(names):
+        j = int(np.argmax(masked[i]))
+        page.add(f'<tr><td>{name}</td><td>{names[j]}</td><td class="num">{masked[i, j]:.4f}</td></tr>')
+    page.add("</table>")
+
+
+def _manifest(store: Store) -> list[tuple[str, str]]:
+    meta = store.meta()
+    summary = store.summary()
+    embed_runs = [r for r in store.runs() if r["command"] == "embed" and r["status"] == "ok"]
+    rows = [
+        ("backbone", meta.get("backbone", "?")),
+        ("recipe", meta.get("recipe", "?")),
+        ("dimension", meta.get("dim", "?")),
+        ("weights", f"{meta.get('weights_file', '?')} (sha256 {meta.get('weights_sha256', '?')[:12]})"),
+        ("images", str(summary["images"])),
+        ("unique vectors", str(summary["unique_vectors"])),
+        ("unreadable files", str(summary["failed"])),
+        ("database size", _human_bytes(summary["database_bytes"])),
+        ("runs", ", ".join(f"{k} \u00d7{v}" for k, v in summary["runs"].items())),
+    ]
+    if embed_runs:
+        last = embed_runs[0]
+        timings = last.get("timings") or {}
+        rows += [
+            ("last embed", f"{last['started_at']} from {last.get('images_dir') or '?'}"),
+            ("last embed counts", ", ".join(f"{k} {v}" for k, v in (last.get("counts") or {}).items())),
+            ("last embed timings", ", ".join(f"{k} {v:.2f} s" for k, v in timings.items())),
+        ]
+        versions = last.get("versions") or {}
+        rows.append(("versions", ", ".join(f"{k} {v}" for k, v in versions.items())))
+    return rows
+
+
+def _search(store: Store, query_dir: str, k: int, batch_size: int) -> list[dict[str, Any]]:
+    """Top-k per query through the same Searcher as `search` (a model loads only for new queries)."""
+    from .images import scan_images
+    from .indexer import query_vectors, resolve_spec
+    from .search import Searcher
+
+    queries = scan_images(query_dir)
+    spec = resolve_spec(store, None, None)
+    searcher = Searcher(store)
+    vectors, _ = query_vectors(store, spec, [q.abspath for q in queries], batch_size)
+    records: list[dict[str, Any]] = []
+    for query, vec in zip(queries, vectors, strict=True):
+        if isinstance(vec, str):
+            records.append({"query": query.path, "results": [], "error": vec})
+        else:
+            hits = searcher.top_k(vec, k)
+            records.append({"query": query.path, "results": [{"path": h.path, "score": h.score} for h in hits]})
+    return records
+
+
+def build_report(store: Store, options: ReportOptions, *, title: str = "embedlab report") -> tuple[str, ReportStats]:
+    """The whole page as one string, and what it holds."""
+    stats = ReportStats()
+    t0 = time.perf_counter()
+    shas, matrix = store.load_vectors(through_vec=False)
+    by_sha = store.ok_paths_by_sha()
+    paths = [by_sha[s] for s in shas]
+    with Progress(len(shas), "analyzing", unit="vec") as bar:
+        result = analyze_vectors(
+            matrix,
+            paths,
+            threshold=options.dup_threshold,
+            anomaly_top=options.anomaly_top,
+            k=options.anomaly_k,
+            quality=store.quality(),
+            on_rows=bar.update,
+        )
+    row_of = {p: i for i, item in enumerate(paths) for p in item}
+    rows = store.image_rows()
+    unreadable = store.errors()
+    stats.timings["analyze"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    searches = _search(store, options.query_dir, options.k, options.batch_size) if options.query_dir else []
+    stats.timings["search"] = time.perf_counter() - t0
+
+    groups = result["duplicate_groups"]
+    shown_groups = groups[: options.max_groups]
+    wanted: list[str] = [p for g in shown_groups for p in g[:GROUP_MEMBERS_SHOWN]]
+    for item in result["anomaly_details"]:
+        wanted += [item["path"], *(n["path"] for n in item["neighbours"][:NEIGHBOURS_SHOWN])]
+    for rec in searches:
+        wanted += [rec["query"], *(r["path"] for r in rec["results"])]
+    t0 = time.perf_counter()
+    thumbs = Thumbnails(options.workers)
+    thumbs.make(wanted)
+    stats.timings["thumbnails"] = time.perf_counter() - t0
+
+    page = _Page(thumbs, rows)
+    page.add(
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
+        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
+        f"<header><h1>{_e(title)}</h1><p>{_e(store.dir)} \u00b7 duplicate threshold "
+        f"{options.dup_threshold:g} \u00b7 anomalies top {options.anomaly_top} (k = {options.anomaly_k})</p>",
+        f'<nav><a href="#duplicates">duplicate groups ({len(groups)})</a>'
+        f'<a href="#anomalies">anomalies ({len(result["anomaly_details"])})</a>'
+        f'<a href="#search">search ({len(searches)})</a>'
+        f'<a href="#unreadable">unreadable ({len(unreadable)})</a>',
+        '<a href="#manifest">manifest</a></nav></header><main>',
+    )
+    _duplicates_section(page, result, shown_groups, len(groups), matrix, row_of, options.dup_threshold)
+    _anomalies_section(page, result["anomaly_details"], rows)
+    _search_section(page, searches, options)
+    _unreadable_section(page, unreadable)
+    page.add('<section id="manifest"><h2>Run manifest</h2><article><table>')
+    for key, value in _manifest(store):
+        page.add(f"<tr><th>{_e(key)}</th><td>{_e(value)}</td></tr>")
+    page.add("</table></article></section></main></body></html>\n")
+
+    text = page.html()
+    stats.groups, stats.groups_shown = len(groups), len(shown_groups)
+    stats.anomalies, stats.queries, stats.unreadable = len(result["anomaly_details"]), len(searches), len(unreadable)
+    stats.thumbnails, stats.thumbnails_missing = page.shown, page.missing
+    stats.bytes = len(text.encode("utf-8"))
+    return text, stats
+
+
+def _duplicates_section(
+    page: _Page,
+    result: dict[str, Any],
+    shown: list[list[str]],
+    total: int,
+    matrix: np.ndarray,
+    row_of: dict[str, int],
+    threshold: float,
+) -> None:
+    page.add(f'<section id="duplicates"><h2>Duplicate groups ({total}) at score \u2265 {threshold:g}</h2>')
+    if not shown:
+        page.add('<p class="empty">No two images score at or above the threshold.</p>')
+    for number, (members, detail) in enumerate(zip(shown, result["duplicate_details"], strict=False), 1):
+        visible = members[:GROUP_MEMBERS_SHOWN]
+        page.add(
+            f'<article class="group" id="group-{number}" data-size="{len(members)}">'
+            f"<h3>Group {number} \u00b7 {len(members)} images \u00b7 links {detail['min_link']:.4f}"
+            f'\u2013{detail["max_link"]:.4f}</h3><div class="body"><div class="thumbs">'
+        )
+        for i, path in enumerate(visible, 1):
+            page.figure(path, [f"#{i} \u00b7 {page.describe(path)}"])
+        page.add("</div>")
+        vecs = matrix[[row_of[p] for p in visible]]
+        sims = np.round(cosine_scores(vecs, vecs.T), SCORE_DECIMALS)
+        _pair_table(page, visible, sims, threshold)
+        page.add("</div>")
+        if len(members) > len(visible):
+            page.add(f'<p class="empty">and {len(members) - len(visible)} more not shown</p>')
+        page.add("</article>")
+    if total > len(shown):
+        page.add(f'<p class="empty">{total - len(shown)} more groups not shown (raise --max-groups).</p>')
+    page.add("</section>")
+
+
+def _anomalies_section(page: _Page, details: list[dict[str, Any]], rows: dict[str, ImageRow]) -> None:
+    page.add(f'<section id="anomalies"><h2>Anomalies ({len(details)}), most anomalous first</h2>')
+    if not details:
+        page.add('<p class="empty">No anomalies requested.</p>')
+    for rank, item in enumerate(details, 1):
+        path = item["path"]
+        page.add(f'<article class="anomaly" data-rank="{rank}">')
+        page.figure(path, [f'<span class="score">#{rank} \u00b7 score {item["score"]:.4f}</span>', page.describe(path)])
+        page.add('<div class="why">')
+        reasons = flag_reasons(item["flags"], rows.get(path))
+        page.add(
+            f"<p>isolation {item['isolation']:.4f} (mean cosine distance to its {len(item['neighbours'])} nearest)</p>"
+        )
+        if reasons:
+            page.add("<p>", *(f'<span class="flag">{_e(r)}</span>' for r in reasons), "</p>")
+        else:
+            page.add("<p>no quality flag: listed for isolation alone</p>")
+        page.add('<p>nearest neighbours:</p><div class="thumbs neighbours">')
+        for n in item["neighbours"][:NEIGHBOURS_SHOWN]:
+            page.figure(n["path"], [f'<span class="score">{n["score"]:.4f}</span>'], small=True)
+        page.add("</div></div></article>")
+    page.add("</section>")
+
+
+def _search_section(page: _Page, searches: list[dict[str, Any]], options: ReportOptions) -> None:
+    page.add(f'<section id="search"><h2>Search results ({len(searches)} queries, top {options.k})</h2>')
+    if not options.query_dir:
+        page.add('<p class="empty">No --query-dir given.</p>')
+    for rec in searches:
+        page.add('<article class="query">')
+        page.figure(rec["query"], ['<span class="score">query</span>'])
+        page.add('<span class="arrow">\u2192</span><div class="thumbs results">')
+        if "error" in rec:
+            page.add(f'<p class="empty">query unreadable: {_e(rec["error"])}</p>')
+        for rank, hit in enumerate(rec["results"], 1):
+            page.figure(hit["path"], [f'<span class="score">#{rank} \u00b7 {hit["score"]:.4f}</span>'])
+        page.add("</div></article>")
+    page.add("</section>")
+
+
+def _unreadable_section(page: _Page, unreadable: list[tuple[str, str]]) -> None:
+    page.add(f'<section id="unreadable"><h2>Unreadable files ({len(unreadable)})</h2>')
+    if not unreadable:
+        page.add('<p class="empty">Every file decoded.</p>')
+    else:
+        page.add('<article><table class="unreadable"><tr><th>file</th><th>reason</th></tr>')
+        for path, error in unreadable:
+            page.add(f"<tr><td>{_e(path)}</td><td>{_e(error)}</td></tr>")
+        page.add("</table></article>")
+    page.add("</section>")
+
+
+def write_report(text: str, out: str | os.PathLike[str]) -> Path:
+    """Write atomically: a reader never sees half a page."""
+    target = Path(out)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, target)
+    return target
