@@ -24,6 +24,7 @@ import functools
 import os
 import platform
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -150,27 +151,42 @@ def ready_tensors(backbone: Backbone, folder: Path, limit: int) -> np.ndarray:
     return np.stack(tensors)
 
 
-def model_only_rate(backbone: Backbone, tensors: np.ndarray) -> float:
-    """Images/s of the forward pass + pooling alone, fed in the batches `embed` uses."""
-    seconds = timed(lambda: [backbone.features(tensors[i : i + BATCH]) for i in range(0, len(tensors), BATCH)])
-    return len(tensors) / seconds
+def model_only(backbone: Backbone, tensors: np.ndarray) -> tuple[float, float]:
+    """Images/s and CPU ms per image of the forward pass + pooling alone, fed in the batches `embed` uses."""
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    for i in range(0, len(tensors), BATCH):
+        backbone.features(tensors[i : i + BATCH])
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    return len(tensors) / wall, cpu / len(tensors) * 1000
 
 
 def bench_throughput(label: str, folder: Path, backbone: Backbone, repeat: int, workers: int) -> list[Row]:
+    """Interleaved runs: model-only, then a fresh `embed`, so both see the same machine load.
+
+    Beside wall-clock rates, CPU time per image (all threads of this process)
+    is recorded: on a busy machine wall time measures the neighbours too, while
+    model CPU / embed CPU estimates the ratio an idle machine of this size would give.
+    """
     tensors = ready_tensors(backbone, folder, 256)
-    model, phase, whole = [], [], []
+    model, phase, whole, model_cpu, embed_cpu = [], [], [], [], []
     for run in range(repeat):
-        model.append(model_only_rate(backbone, tensors))
+        rate, cpu = model_only(backbone, tensors)
+        model.append(rate)
+        model_cpu.append(cpu)
         with tempfile.TemporaryDirectory() as tmp:
+            cpu0 = time.process_time()
             report = embed_folder(str(folder), tmp, batch_size=BATCH, workers=workers)
+            embed_cpu.append((time.process_time() - cpu0) / report.embedded_vectors * 1000)
         phase.append(report.embedded_vectors / report.timings["embed"])
         whole.append(report.embedded_vectors / report.seconds)
         log(
-            f"{label} run {run + 1}: model-only {model[-1]:.1f} img/s, embed {phase[-1]:.1f} img/s "
-            f"(whole run {whole[-1]:.1f}), load {load_average()}"
+            f"{label} run {run + 1}: model-only {model[-1]:.1f} img/s ({model_cpu[-1]:.0f} CPU ms/img), "
+            f"embed {phase[-1]:.1f} img/s (whole run {whole[-1]:.1f}; {embed_cpu[-1]:.0f} CPU ms/img), "
+            f"load {load_average()}"
         )
     m, p, w = statistics.median(model), statistics.median(phase), statistics.median(whole)
     per_run = statistics.median(pi / mi for pi, mi in zip(phase, model, strict=True))
+    mc, ec = statistics.median(model_cpu), statistics.median(embed_cpu)
     return [
         (f"{label}: images embedded", str(report.embedded_vectors)),
         (f"{label}: model-only (forward + pooling)", f"{m:.1f} img/s"),
@@ -179,6 +195,10 @@ def bench_throughput(label: str, folder: Path, backbone: Backbone, repeat: int, 
         (
             f"{label}: whole `embed` call incl. model load, scan and hashing",
             f"{w:.1f} img/s ({w / m:.2f} of model-only)",
+        ),
+        (
+            f"{label}: CPU per image, model-only / whole `embed` (ratio)",
+            f"{mc:.0f} ms / {ec:.0f} ms ({mc / ec:.2f})",
         ),
     ]
 
@@ -295,12 +315,19 @@ def _stat(values: np.ndarray) -> str:
 _HEAVY = re.compile(r"^import time:.*\|\s*(torch|timm)$", re.MULTILINE)
 
 
-def cli(args: list[str]) -> tuple[float, bool]:
-    """Wall seconds of one embedlab process and whether it imported torch or timm."""
+def cli(args: list[str]) -> tuple[float, float, bool]:
+    """Wall and CPU seconds of one embedlab process, and whether it imported torch or timm.
+
+    CPU time (user + system) barely moves with the machine's load; wall time does.
+    """
     cmd = [sys.executable, "-X", "importtime", str(ROOT / "embedlab.py"), "-q", *args]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True)
-    return time.perf_counter() - t0, bool(_HEAVY.search(proc.stderr))
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return wall, cpu, bool(_HEAVY.search(proc.stderr))
 
 
 def bench_no_model(count: int, distinct: int, repeat: int) -> list[Row]:
@@ -330,9 +357,10 @@ def bench_no_model(count: int, distinct: int, repeat: int) -> list[Row]:
     finally:
         shutil.rmtree(queries, ignore_errors=True)
 
-    def row(runs: list[tuple[float, bool]]) -> str:
-        torch = "imports torch" if any(t for _, t in runs) else "no torch import"
-        return f"{statistics.median(s for s, _ in runs):.2f} s ({torch})"
+    def row(runs: list[tuple[float, float, bool]]) -> str:
+        torch = "imports torch" if any(t for _, _, t in runs) else "no torch import"
+        wall, cpu = statistics.median(w for w, _, _ in runs), statistics.median(c for _, c, _ in runs)
+        return f"{wall:.2f} s wall, {cpu:.2f} s CPU ({torch})"
 
     return [
         ("re-run index: image rows / distinct vectors", f"{rows:,} / {vectors:,}"),

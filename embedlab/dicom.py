@@ -9,6 +9,7 @@ range, which is what a viewer's auto-window does.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from typing import Any
 
@@ -19,11 +20,8 @@ DICOM_EXTENSIONS = frozenset({".dcm", ".dicom"})
 
 
 def available() -> bool:
-    try:
-        import pydicom  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether pydicom is installed, without importing it (a quarter second every scan)."""
+    return importlib.util.find_spec("pydicom") is not None
 
 
 def is_dicom(path: str | os.PathLike[str]) -> bool:
