@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .cluster import LOCAL, ClusterError
 from .descriptor import RECIPES
 from .images import ImageError, display_root, path_token, scan_images
 from .progress import Progress
@@ -35,6 +36,13 @@ def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
     return value
 
 
@@ -106,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="hash every file, even those whose size and mtime are unchanged (catches content rewritten in place)",
     )
     embed.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
+    _ray_flags(embed)
 
     search = add_command("search", help="top-k most similar indexed images for each query image")
     search.add_argument("--index", required=True, help="index folder written by embed")
@@ -200,6 +209,50 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _ray_flags(embed: argparse.ArgumentParser) -> None:
+    group = embed.add_argument_group("cluster mode (needs pip install '.[ray]'; see docs/CLUSTER.md)")
+    group.add_argument(
+        "--ray",
+        nargs="?",
+        const=LOCAL,
+        default=None,
+        metavar="ADDRESS",
+        help="decode and embed on Ray workers, writing here: no ADDRESS starts Ray on this machine, "
+        "'auto' or HOST:PORT or ray://HOST:PORT joins a cluster (images must be at the same path on every node)",
+    )
+    group.add_argument(
+        "--ray-workers", type=_positive, default=None, help="Ray workers (default: as many as the cluster holds)"
+    )
+    group.add_argument(
+        "--ray-cpus-per-worker", type=_non_negative_float, default=1.0, help="CPUs reserved per worker (default 1)"
+    )
+    group.add_argument(
+        "--ray-gpus-per-worker",
+        type=_non_negative_float,
+        default=0.0,
+        help="GPUs per worker (default 0: CPU workers; GPU vectors are not bit-identical to CPU ones)",
+    )
+
+
+def _executor(args: argparse.Namespace) -> Any:
+    """A RayExecutor for --ray, else None (the local pipeline)."""
+    if args.ray is None:
+        if args.ray_workers is not None or args.ray_gpus_per_worker:
+            raise CliError("--ray-workers and --ray-gpus-per-worker need --ray")
+        return None
+    from .cluster import RayExecutor, RaySettings
+
+    return RayExecutor(
+        RaySettings(
+            address=args.ray,
+            workers=args.ray_workers,
+            cpus_per_worker=args.ray_cpus_per_worker,
+            gpus_per_worker=args.ray_gpus_per_worker,
+            decode_threads=args.workers,
+        )
+    )
+
+
 _METRICS_HELP = "also write this run's metrics (counts, timings, rates, peak memory) to FILE as JSON"
 
 
@@ -237,6 +290,7 @@ def _open_index(index: str, exact: bool) -> Store:
 def cmd_embed(args: argparse.Namespace) -> int:
     from .indexer import embed_folder
 
+    executor = _executor(args)
     report = embed_folder(
         args.images_dir,
         args.out,
@@ -247,6 +301,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         seed=args.seed,
         workers=args.workers,
         rehash=args.rehash,
+        executor=executor,
     )
     log.info(
         "embedded %d images: %d new, %d reused, %d unchanged, %d removed, %d failed",
@@ -659,7 +714,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.metrics_out:
             _write_metrics(args.metrics_out, args.metrics)
         return status
-    except (CliError, ImageError, StoreError, BackboneError) as exc:
+    except (CliError, ClusterError, ImageError, StoreError, BackboneError) as exc:
         print(f"embedlab: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

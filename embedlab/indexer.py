@@ -14,11 +14,12 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from PIL import Image
@@ -45,6 +46,7 @@ if TYPE_CHECKING:  # the model code imports torch: only where a model runs
 __all__ = [
     "EmbedReport",
     "Embedded",
+    "Executor",
     "IndexMismatch",
     "Job",
     "embed_folder",
@@ -213,6 +215,20 @@ def embed_jobs(
     return embed_decoded(backbone, decoded)
 
 
+class Executor(Protocol):
+    """Somewhere else to run ``embed_jobs`` (a cluster); the caller stays the single writer."""
+
+    def describe(self) -> dict[str, Any]:
+        """What to record with the run (engine, versions, worker layout)."""
+        ...
+
+    def run(
+        self, spec: BackboneSpec, root: str, jobs: Sequence[Job], batch_size: int, seed: int
+    ) -> Generator[Sequence[Embedded], None, None]:
+        """Results of ``embed_jobs`` over ``jobs``, in batches, as they finish; workers build the model."""
+        ...
+
+
 def _batches(items: Sequence[Job], size: int) -> Iterator[Sequence[Job]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -229,11 +245,14 @@ def embed_folder(
     seed: int = 0,
     workers: int = 2,
     rehash: bool = False,
+    executor: Executor | None = None,
 ) -> EmbedReport:
     """Embed every image under ``images_dir`` into the index at ``out``.
 
     ``rehash`` hashes every file even when its size and mtime are unchanged,
-    for file systems or tools that rewrite content but keep both.
+    for file systems or tools that rewrite content but keep both. ``executor``
+    runs the per-file work elsewhere (``cluster.RayExecutor``); planning and
+    every write stay here, as in a local run.
     """
     started = time.perf_counter()
     root = display_root(images_dir)
@@ -250,11 +269,11 @@ def embed_folder(
             seed=seed,
             batch_size=batch_size,
             images_dir=root,
-            versions=versions(),
+            versions=versions() | (executor.describe() if executor else {}),
         )
         report.run_id = run_id
         try:
-            _sync(store, spec, root, files, report, run_id, batch_size, workers, seed, rehash)
+            _sync(store, spec, root, files, report, run_id, batch_size, workers, seed, rehash, executor)
         except BaseException:
             store.finish_run(run_id, "failed", counts=_counts(report))
             raise
@@ -282,6 +301,7 @@ def _sync(
     workers: int,
     seed: int,
     rehash: bool,
+    executor: Executor | None = None,
 ) -> None:
     t0 = time.perf_counter()
     known = store.images_under(root)
@@ -290,21 +310,14 @@ def _sync(
 
     # The meta is written only by a run that built the model: a weights file
     # that does not load must never become an index's signature.
-    if jobs or "signature" not in store.meta():
+    if (jobs and executor is None) or "signature" not in store.meta():
         t0 = time.perf_counter()
         backbone = load_model(spec)
         from .backbones import set_determinism
 
         set_determinism(seed)
         report.timings["load_model"] = time.perf_counter() - t0
-        store.set_meta(
-            backbone=spec.name,
-            recipe=spec.recipe.name,
-            signature=spec.signature,
-            weights_sha256=spec.weights_sha256,
-            weights_file=spec.weights_path.name,
-            dim=str(spec.dim),
-        )
+        _record_signature(store, spec)
     store.ensure_vec_index(spec.dim)
 
     with store.transaction():
@@ -312,7 +325,10 @@ def _sync(
 
     if jobs:
         t0 = time.perf_counter()
-        _embed_jobs(store, backbone, root, jobs, report, run_id, batch_size, workers)
+        if executor is None:
+            _embed_jobs(store, backbone, root, jobs, report, run_id, batch_size, workers)
+        else:  # the workers build the model; this process only writes
+            _write_all(store, executor.run(spec, root, jobs, batch_size, seed), len(jobs), report, run_id)
         report.timings["embed"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -407,6 +423,28 @@ def _copy_of(item: Embedded, job: Job) -> Embedded:
     return Embedded(job, replace(item.row, path=info.path, size=info.size, mtime_ns=info.mtime_ns), None)
 
 
+def _record_signature(store: Store, spec: BackboneSpec) -> None:
+    store.set_meta(
+        backbone=spec.name,
+        recipe=spec.recipe.name,
+        signature=spec.signature,
+        weights_sha256=spec.weights_sha256,
+        weights_file=spec.weights_path.name,
+        dim=str(spec.dim),
+    )
+
+
+def _write_all(
+    store: Store, batches: Generator[Sequence[Embedded], None, None], total: int, report: EmbedReport, run_id: int
+) -> None:
+    """The single writer for results computed elsewhere: one transaction per batch as it arrives."""
+    done: dict[str, ImageRow] = {}
+    with closing(batches) as stream, progress(total, "embedding") as bar:  # a failed write stops the workers
+        for results in stream:
+            write_batch(store, results, done, report, run_id)
+            bar.update(len(results))
+
+
 def progress(total: int, desc: str) -> Progress:
     """A bar for a person watching a terminal; occasional plain log lines in logs or pipes."""
     return Progress(total, desc)
@@ -432,8 +470,10 @@ def write_batch(
             report.failed += 1
             report.new -= 1
             continue
-        earlier = done.get(row.sha256)
-        if earlier is not None:  # a copy of a file embedded in an earlier batch
+        # A copy of a file embedded in an earlier batch, or earlier in this one when
+        # copies were embedded apart (on two cluster workers) and arrive together.
+        earlier = done.get(row.sha256) or batch_rows.get(row.sha256)
+        if earlier is not None:
             rows.append(replace(earlier, path=info.path, size=info.size, mtime_ns=info.mtime_ns))
             continue
         rows.append(row)
