@@ -113,13 +113,15 @@ def test_exact_search_gives_the_same_answers(built_index: Path, photo_dir: Path,
         (["analyze", "--index", "./missing"], "no index at"),
         (["embed", "--images-dir", "./missing", "--out", "./index"], "not a folder"),
         (["search", "--index", "./index", "--query-dir", "./empty"], "holds no embeddings yet"),
-        (["embed", "--images-dir", ".", "--out", "./index", "--backbone", "resnet50"], "no weights for resnet50"),
-        (["embed", "--images-dir", ".", "--out", "./afile"], "is a file, not a folder"),
+        (["embed", "--images-dir", "./one", "--out", "./index", "--backbone", "resnet50"], "no weights for resnet50"),
+        (["embed", "--images-dir", "./one", "--out", "./afile"], "is a file, not a folder"),
         (["search", "--index", "./garbage", "--query-dir", "."], "file is not a database"),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(work: Path, args: list[str], message: str) -> None:
     (work / "empty").mkdir()
+    (work / "one").mkdir()
+    Image.new("RGB", (40, 30), (90, 20, 200)).save(work / "one" / "a.png")
     (work / "afile").write_text("x")
     (work / "garbage").mkdir()
     (work / "garbage" / "embedlab.db").write_text("not sqlite at all, but long enough to be read as a header")
