@@ -12,12 +12,12 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from . import __version__
 from .cluster import LOCAL, ClusterError
 from .descriptor import RECIPES
-from .images import ImageError, display_root, path_token, scan_images
+from .images import DEFAULT_MAX_PIXELS, ImageError, display_root, path_token, scan_images, set_log_paths, set_max_pixels
 from .progress import Progress
 from .provenance import versions
 from .registry import BACKBONES, BackboneError
@@ -53,6 +53,13 @@ def _fraction(text: str) -> float:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line on stderr like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"embedlab: error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _unit(text: str) -> float:
     value = float(text)
     if not -1.0 <= value <= 1.0:
@@ -60,22 +67,27 @@ def _unit(text: str) -> float:
     return value
 
 
+_LOG_PATHS_HELP = "name files by their full path in logs and errors (default: a short hash, as paths may carry names)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="embedlab",
         description="Embed image folders into one SQLite index, search it, find near-duplicates and anomalies.",
     )
     parser.add_argument("--version", action="version", version=f"embedlab {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="more detail on stderr")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+    parser.add_argument("--log-paths", action="store_true", help=_LOG_PATHS_HELP)
     parser.add_argument("--metrics-out", metavar="FILE", default=None, help=_METRICS_HELP)
     # The same switches after the command name (`embed ... -q`); SUPPRESS keeps the
     # top-level value when they are not repeated there.
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="more detail on stderr")
     common.add_argument(
         "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="only warnings and errors on stderr"
     )
+    common.add_argument("--log-paths", action="store_true", default=argparse.SUPPRESS, help=_LOG_PATHS_HELP)
     common.add_argument("--metrics-out", metavar="FILE", default=argparse.SUPPRESS, help=_METRICS_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_command = functools.partial(sub.add_parser, parents=[common])
@@ -112,6 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--rehash",
         action="store_true",
         help="hash every file, even those whose size and mtime are unchanged (catches content rewritten in place)",
+    )
+    embed.add_argument(
+        "--max-pixels",
+        type=_positive,
+        default=DEFAULT_MAX_PIXELS,
+        help=f"larger images are recorded as errors instead of filling memory (default {DEFAULT_MAX_PIXELS:,}; "
+        "JPEGs count after reduced-size decoding)",
     )
     embed.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
     _ray_flags(embed)
@@ -151,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.92,
         help="cosine similarity at or above which images group (default 0.92)",
     )
-    analyze.add_argument("--anomaly-top", type=int, default=8, help="how many anomalies to list (default 8)")
+    analyze.add_argument("--anomaly-top", type=_non_negative, default=8, help="how many anomalies to list (default 8)")
     analyze.add_argument(
         "--k",
         type=_positive,
@@ -290,6 +309,7 @@ def _open_index(index: str, exact: bool) -> Store:
 def cmd_embed(args: argparse.Namespace) -> int:
     from .indexer import embed_folder
 
+    set_max_pixels(args.max_pixels)
     executor = _executor(args)
     report = embed_folder(
         args.images_dir,
@@ -352,25 +372,26 @@ def cmd_search(args: argparse.Namespace) -> int:
                 "(PNG, JPEG, TIFF, DICOM, ...), searched recursively"
             )
         backbone = resolve_spec(store, args.backbone, args.weights)
-        ranker = Ranker(store, Searcher(store, exact=args.exact))
         t0 = time.perf_counter()
         # Queries the index already holds (same bytes) reuse their stored vector: no model load.
         vectors, model = query_vectors(store, backbone, [q.abspath for q in queries], args.batch_size)
         embed_seconds = time.perf_counter() - t0
         failed, latencies = 0, []
-        for query, vec in zip(queries, vectors, strict=True):
-            record: dict[str, Any] = {"query": query.path}
-            if isinstance(vec, str):
-                log.warning("%s: query skipped, %s", path_token(query.path), vec)
-                record.update(results=[], error=vec)
-                failed += 1
-            else:
-                t0 = time.perf_counter()
-                record["results"] = _ranked_results(ranker, vec, args)
-                latencies.append(time.perf_counter() - t0)
-                if args.explain:
-                    record.update(backbone=backbone.signature, engine=ranker.searcher.engine)
-            _print_search(record, args.json)
+        with store.snapshot():  # one committed state, even while an embed is writing
+            ranker = Ranker(store, Searcher(store, exact=args.exact))
+            for query, vec in zip(queries, vectors, strict=True):
+                record: dict[str, Any] = {"query": query.path}
+                if isinstance(vec, str):
+                    log.warning("%s: query skipped, %s", path_token(query.path), vec)
+                    record.update(results=[], error=vec)
+                    failed += 1
+                else:
+                    t0 = time.perf_counter()
+                    record["results"] = _ranked_results(ranker, vec, args)
+                    latencies.append(time.perf_counter() - t0)
+                    if args.explain:
+                        record.update(backbone=backbone.signature, engine=ranker.searcher.engine)
+                _print_search(record, args.json)
         log.info(
             "%d queries, k=%d, engine %s, backbone %s (dim %d, %s), %.2fs",
             len(queries),
@@ -462,15 +483,14 @@ def _print_search(record: dict[str, Any], as_json: bool) -> None:
 def cmd_analyze(args: argparse.Namespace) -> int:
     from .analysis import analyze_vectors
 
-    if args.anomaly_top < 0:
-        raise CliError("--anomaly-top must be 0 or more")
     started = time.perf_counter()
     with _open_index(args.index, exact=True) as store:
         meta = store.meta()
         # All-pairs work needs every vector in memory; the plain table reads them
         # far faster than a full vec0 scan (bench/speed.py), bit for bit the same.
-        shas, matrix = store.load_vectors(through_vec=False)
-        by_sha = store.ok_paths_by_sha()
+        with store.snapshot():  # one committed state, even while an embed is writing
+            shas, matrix = store.load_vectors(through_vec=False)
+            by_sha, quality, errors = store.ok_paths_by_sha(), store.quality(), store.errors()
         with Progress(len(shas), "analyzing", unit="vec") as bar:
             result = analyze_vectors(
                 matrix,
@@ -478,10 +498,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                 threshold=args.dup_threshold,
                 anomaly_top=args.anomaly_top,
                 k=args.k,
-                quality=store.quality(),
+                quality=quality,
                 on_rows=bar.update,
             )
-        result["unreadable"] = [{"path": p, "error": e} for p, e in store.errors()]
+        result["unreadable"] = [{"path": p, "error": e} for p, e in errors]
         result.update(
             backbone=meta.get("backbone"),
             dim=int(meta["dim"]),
@@ -708,6 +728,7 @@ def _write_metrics(target: str, metrics: dict[str, Any]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO)
+    set_log_paths(args.log_paths)
     args.metrics = {"command": args.command}
     try:
         status = COMMANDS[args.command](args)

@@ -5,17 +5,42 @@ modality LUT (rescale to HU and the like) and a display window; without them a
 CT comes out as a flat grey or a white blob. The window used is the file's own
 (VOI LUT / Window Center and Width) when present, else the 0.5-99.5 percentile
 range, which is what a viewer's auto-window does.
+
+Privacy: only the tags named in ``_KEPT_TAGS`` ever leave this module, and
+pydicom's own warnings and log records (which can quote element values such as
+a patient's name) are silenced, so nothing identifying reaches a log.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
+from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
 DICOM_EXTENSIONS = frozenset({".dcm", ".dicom"})
+_PREAMBLE = 128  # bytes before the "DICM" magic in a Part 10 file
+
+# pydicom logs and warns with element values in the text; keep all of it out of stderr.
+logging.getLogger("pydicom").addHandler(logging.NullHandler())
+logging.getLogger("pydicom").propagate = False
+warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
+
+
+@dataclass(frozen=True)
+class DicomImage:
+    """The first frame as 8-bit RGB plus the non-identifying facts we keep."""
+
+    rgb: Image.Image
+    mode: str  # e.g. "DICOM MONOCHROME2"
+    frames: int
+    modality: str | None
+    body_part: str | None
 
 
 def available() -> bool:
@@ -26,36 +51,72 @@ def available() -> bool:
     return True
 
 
-def is_dicom(path: str | os.PathLike[str]) -> bool:
-    """By extension only: the scan selects files by extension too, and sniffing
-    every PNG and JPEG for the DICM marker would open each file twice."""
-    return os.path.splitext(os.fspath(path))[1].lower() in DICOM_EXTENSIONS
+def has_preamble(path: str | os.PathLike[str]) -> bool:
+    """True when the file carries the Part 10 marker: 'DICM' at byte 128 (one small read)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(_PREAMBLE + 4)
+    except OSError:
+        return False
+    return head[_PREAMBLE:] == b"DICM"
 
 
-def read_dicom(path: str | os.PathLike[str]) -> tuple[Image.Image, str]:
-    """(8-bit RGB image of the first frame, mode description). Raises on anything unreadable."""
+def is_dicom(path: str | os.PathLike[str], image_extensions: Collection[str] = ()) -> bool:
+    """By extension (.dcm, .dicom); a file without a known image extension is sniffed.
+
+    Files with an image extension are not sniffed here: reading the head of every
+    PNG twice would cost a second open per file (decode falls back to DICOM
+    only when Pillow cannot identify such a file).
+    """
+    ext = os.path.splitext(os.fspath(path))[1].lower()
+    if ext in DICOM_EXTENSIONS:
+        return True
+    return ext not in image_extensions and has_preamble(path)
+
+
+def read_dicom(path: str | os.PathLike[str], max_pixels: int | None = None) -> DicomImage:
+    """The first frame of a DICOM file as 8-bit RGB. Raises on anything unreadable."""
     import pydicom
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    from pydicom import config
+    from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
 
+    # Invalid values are read as they are, never quoted in a warning.
+    config.settings.reading_validation_mode = config.IGNORE
     ds = pydicom.dcmread(path)
     if "PixelData" not in ds:
         raise ValueError("DICOM file holds no image (no PixelData)")
-    pixels = ds.pixel_array  # YBR is converted to RGB by pydicom
+    rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    if max_pixels is not None and rows * columns > max_pixels:
+        raise ValueError(f"too large: {columns}x{rows} pixels is above the limit of {max_pixels:,}")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    if frames > 1:
-        pixels = pixels[0]
-    if samples == 3:
+    # Only frame 0 is decoded; YBR is converted to RGB by pydicom.
+    pixels = pixel_array(ds, index=0)
+    if photometric == "PALETTE COLOR":
+        pixels = apply_color_lut(pixels, ds)
+    if pixels.ndim == 3 and pixels.shape[-1] == 3:
         rgb = pixels if pixels.dtype == np.uint8 else _stretch(pixels.astype(np.float64))
-        return Image.fromarray(np.ascontiguousarray(rgb), mode="RGB"), f"DICOM {photometric}"
-    values = apply_modality_lut(pixels, ds)
-    windowed = _has_window(ds)
-    grey = apply_voi_lut(values, ds) if windowed else values
-    grey8 = _stretch(np.asarray(grey, dtype=np.float64), percentile=not windowed)
-    if photometric == "MONOCHROME1":  # 0 is white in this interpretation
-        grey8 = 255 - grey8
-    return Image.fromarray(grey8, mode="L").convert("RGB"), f"DICOM {photometric}"
+        image = Image.fromarray(np.ascontiguousarray(rgb), mode="RGB")
+    else:
+        values = apply_modality_lut(pixels, ds)
+        windowed = _has_window(ds)
+        grey = apply_voi_lut(values, ds) if windowed else values
+        grey8 = _stretch(np.asarray(grey, dtype=np.float64), percentile=not windowed)
+        if photometric == "MONOCHROME1":  # 0 is white in this interpretation
+            grey8 = 255 - grey8
+        image = Image.fromarray(grey8, mode="L").convert("RGB")
+    return DicomImage(
+        rgb=image,
+        mode=f"DICOM {photometric}",
+        frames=frames,
+        modality=_tag(ds, "Modality"),
+        body_part=_tag(ds, "BodyPartExamined"),
+    )
+
+
+def _tag(ds: Any, keyword: str) -> str | None:
+    value = str(ds.get(keyword, "") or "").strip()
+    return value[:64] or None
 
 
 def _has_window(ds: Any) -> bool:

@@ -7,28 +7,59 @@ so that an index image and a query in another encoding embed alike.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import logging
 import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageFile, ImageOps
 
 from . import dicom
 
+log = logging.getLogger("embedlab")
+
 # Refuse truncated files instead of silently padding them with grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
-# Whole-slide and panorama files are legitimate up to ~1 gigapixel; beyond that
-# a file is more likely a decompression bomb than a picture.
-Image.MAX_IMAGE_PIXELS = 1_000_000_000
+# Most pixels one decoded image may have (200 MP: a large panorama; about 600 MB
+# as RGB). Above it a file gets a per-file error instead of exhausting memory;
+# `embed --max-pixels` changes it. JPEGs are checked after draft-mode reduction.
+DEFAULT_MAX_PIXELS = 200_000_000
+_max_pixels = DEFAULT_MAX_PIXELS
+# Pillow's own bomb check stays on as a backstop far above ours (JPEG headers
+# may be large before draft reduction); its warning becomes an error.
+Image.MAX_IMAGE_PIXELS = 64 * DEFAULT_MAX_PIXELS
+warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
+# Decoder chatter ("Corrupt EXIF data", ...) is noise on stderr, never a reason to stop.
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+
+# A JPEG whose shorter side is at least twice this is decoded at 1/2, 1/4 or
+# 1/8 scale in the DCT (draft mode): the backbone sees 256 px, so 512 px keep
+# a 2x margin while a 24 MP photo decodes several times faster in far less memory.
+DRAFT_MIN_SIDE = 512
 
 _HASH_CHUNK = 1 << 20
+_log_paths = False
 
 
 class ImageError(Exception):
     """A file that cannot be turned into pixels; the message is one line."""
+
+
+def set_max_pixels(limit: int) -> None:
+    """Change the per-image pixel limit (``embed --max-pixels``)."""
+    global _max_pixels
+    _max_pixels = max(1, int(limit))
+    Image.MAX_IMAGE_PIXELS = 64 * _max_pixels
+
+
+def set_log_paths(show: bool) -> None:
+    """``--log-paths``: name files by their path in logs instead of a hash."""
+    global _log_paths
+    _log_paths = bool(show)
 
 
 @dataclass(frozen=True)
@@ -39,6 +70,7 @@ class ImageFileInfo:
     abspath: Path
     size: int
     mtime_ns: int
+    error: str | None = None  # set when the file cannot be used at all (broken link, bad name)
 
 
 @dataclass(frozen=True)
@@ -48,8 +80,11 @@ class Decoded:
     rgb: Image.Image
     format: str
     mode: str
-    width: int
+    width: int  # of the full image as stored, even when decoded at reduced scale
     height: int
+    frames: int = 1  # animated / multi-page / multi-frame: only frame 0 is embedded
+    modality: str | None = None  # DICOM only: non-identifying acquisition tags
+    body_part: str | None = None
 
 
 def image_extensions() -> frozenset[str]:
@@ -65,29 +100,92 @@ def display_root(folder: str | os.PathLike[str]) -> str:
 
 
 def scan_images(folder: str | os.PathLike[str]) -> list[ImageFileInfo]:
-    """List image files below ``folder`` in a stable order, skipping hidden entries."""
+    """List image files below ``folder`` in a stable order, skipping hidden entries.
+
+    Symlinked folders are followed once each (a loop is skipped with a warning).
+    Files that look like images but cannot be used (a broken or looping
+    symlink, a name that is not UTF-8) come back with ``error`` set, so the
+    caller can record why. Extension-less files and UID-style names
+    (``1.2.840.…``) are sniffed for the DICOM preamble.
+    """
     root = display_root(folder)
     if not os.path.isdir(root):
         raise ImageError(f"not a folder: {root}")
     exts = image_extensions()
     found: list[ImageFileInfo] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    top = os.stat(root)
+    visited = {(top.st_dev, top.st_ino)}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=_walk_error):
+        dirnames[:] = _unvisited(dirpath, sorted(d for d in dirnames if not d.startswith(".")), visited)
         for name in sorted(filenames):
-            if name.startswith(".") or os.path.splitext(name)[1].lower() not in exts:
+            if name.startswith("."):
                 continue
             full = os.path.join(dirpath, name)
-            try:
-                st = os.stat(full)
-            except OSError:
-                continue
-            if not os.path.isfile(full):
+            if not _wanted(full, name, exts):
                 continue
             rel = os.path.relpath(full, root).replace(os.sep, "/")
             path = rel if root == "." else f"{root.replace(os.sep, '/')}/{rel}"
-            found.append(ImageFileInfo(path, Path(full), st.st_size, st.st_mtime_ns))
+            info = _file_info(path, full)
+            if info is not None:
+                found.append(info)
     found.sort(key=lambda f: f.path)
+    log.debug("scan found %d image files", len(found))
     return found
+
+
+def _wanted(full: str, name: str, exts: frozenset[str]) -> bool:
+    ext = os.path.splitext(name)[1].lower()
+    if ext in exts:
+        return True
+    if name.upper() == "DICOMDIR":  # an export's table of contents, never an image
+        return False
+    return (not ext or ext[1:].isdigit()) and dicom.has_preamble(full)
+
+
+def _file_info(path: str, full: str) -> ImageFileInfo | None:
+    """Stat one candidate; None for things that are not files (or vanished already)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        st = os.lstat(full)
+        return ImageFileInfo(shown, Path(full), st.st_size, st.st_mtime_ns, "file name is not valid UTF-8; rename it")
+    try:
+        st = os.stat(full)
+    except OSError as exc:
+        try:
+            lst = os.lstat(full)
+        except OSError:
+            return None  # gone between listing and stat: nothing to record
+        reason = "symbolic link loop" if exc.errno == errno.ELOOP else "broken symbolic link"
+        return ImageFileInfo(path, Path(full), lst.st_size, lst.st_mtime_ns, f"{reason}: {exc.strerror}")
+    if not os.path.isfile(full):
+        return None
+    return ImageFileInfo(path, Path(full), st.st_size, st.st_mtime_ns)
+
+
+def _unvisited(dirpath: str, names: list[str], visited: set[tuple[int, int]]) -> list[str]:
+    """Sub-folders not seen yet (by device and inode): symlink loops end here."""
+    keep = []
+    for name in names:
+        try:
+            st = os.stat(os.path.join(dirpath, name))
+        except OSError:
+            continue
+        key = (st.st_dev, st.st_ino)
+        if key in visited:
+            log.warning(
+                "%s: folder already scanned (symlink loop or second link), skipped",
+                path_token(os.path.join(dirpath, name)),
+            )
+            continue
+        visited.add(key)
+        keep.append(name)
+    return keep
+
+
+def _walk_error(exc: OSError) -> None:
+    log.warning("%s: cannot list folder (%s)", path_token(exc.filename or "?"), exc.strerror)
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -98,9 +196,15 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def path_token(path: str) -> str:
-    """A short stable stand-in for a path in logs: paths may carry patient names."""
-    return "file:" + hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:10]
+def path_token(path: str | os.PathLike[str]) -> str:
+    """A short stable stand-in for a path in logs: paths may carry patient names.
+
+    With ``--log-paths`` (set_log_paths) the path itself, for users who want it.
+    """
+    text = os.fspath(path)
+    if _log_paths:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "file:" + hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:10]
 
 
 def _high_bit_to_8bit(arr: np.ndarray) -> np.ndarray:
@@ -112,7 +216,8 @@ def _high_bit_to_8bit(arr: np.ndarray) -> np.ndarray:
     if arr.dtype.kind == "f":
         finite = arr[np.isfinite(arr)]
         lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-        scaled = (np.nan_to_num(arr, nan=lo) - lo) / (hi - lo or 1.0) * 255.0
+        clean = np.nan_to_num(arr.astype(np.float64), nan=lo, posinf=hi, neginf=lo)
+        scaled = (clean - lo) / (hi - lo or 1.0) * 255.0
         return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
     arr = arr.astype(np.int64)
     lo = int(arr.min()) if arr.size else 0
@@ -126,13 +231,16 @@ def _high_bit_to_8bit(arr: np.ndarray) -> np.ndarray:
 def to_rgb(img: Image.Image) -> Image.Image:
     """Convert any Pillow mode to 8-bit RGB as a viewer would display it."""
     mode = img.mode
-    if mode == "RGB":
+    if mode == "RGB" and "transparency" not in img.info:
         return img
     if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         grey = Image.fromarray(_high_bit_to_8bit(np.asarray(img)), mode="L")
         return grey.convert("RGB")
-    if mode == "P":
-        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if mode == "LAB":  # CIELAB (TIFF): a real colour conversion, not a channel copy
+        transform = ImageCms.buildTransform(ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB"), "LAB", "RGB")
+        return ImageCms.applyTransform(img, transform) or img.convert("RGB")
+    if mode in ("P", "L", "1", "RGB") and "transparency" in img.info:
+        img = img.convert("RGBA")  # a palette entry or colour key marks clear pixels
         mode = img.mode
     if mode in ("RGBA", "LA", "PA", "La", "RGBa"):
         rgba = img.convert("RGBA")
@@ -150,40 +258,65 @@ def viewed_rgb(img: Image.Image) -> Image.Image:
 def decode(path: str | os.PathLike[str]) -> Decoded:
     """Open an image fully, apply EXIF orientation and return RGB pixels.
 
-    Raises ImageError with a one-line reason for anything unreadable.
+    Raises ImageError with a one-line reason for anything unreadable: decoders
+    fail in many ways on damaged files, and one bad file must never stop a run.
     """
-    if dicom.is_dicom(path):
+    if dicom.is_dicom(path, image_extensions()):
         return _decode_dicom(path)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                fmt = img.format or "unknown"
-                mode = img.mode
-                img.seek(0)
-                img.load()
-                rgb = viewed_rgb(img)
-                rgb.load()
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        return _decode_pillow(path)
+    except ImageError:
+        raise
+    except Exception as exc:  # OSError, SyntaxError, struct.error, MemoryError, ...
+        if dicom.has_preamble(path):  # a DICOM file with an image extension
+            return _decode_dicom(path)
         raise ImageError(f"{type(exc).__name__}: {_one_line(exc, path)}") from None
-    except (OSError, SyntaxError, ValueError, EOFError, TypeError, IndexError, KeyError) as exc:
-        raise ImageError(f"{type(exc).__name__}: {_one_line(exc, path)}") from None
-    width, height = rgb.size
-    if width < 1 or height < 1:
+
+
+def _decode_pillow(path: str | os.PathLike[str]) -> Decoded:
+    if os.stat(path).st_size == 0:
+        raise ImageError("empty file (0 bytes)")
+    with Image.open(path) as img:
+        fmt = img.format or "unknown"
+        mode = img.mode
+        width, height = img.size
+        frames = int(getattr(img, "n_frames", 1) or 1)
+        img.seek(0)
+        if fmt == "JPEG" and min(width, height) >= 2 * DRAFT_MIN_SIDE:
+            scale = DRAFT_MIN_SIDE / min(width, height)
+            img.draft(None, (max(1, int(width * scale)), max(1, int(height * scale))))
+        if img.width * img.height > _max_pixels:
+            raise ImageError(
+                f"too large: {width}x{height} pixels is above the limit of {_max_pixels:,} (embed --max-pixels)"
+            )
+        img.load()
+        rgb = viewed_rgb(img)
+        rgb.load()
+    if rgb.width < 1 or rgb.height < 1:
         raise ImageError("empty image")
-    return Decoded(rgb=rgb, format=fmt, mode=mode, width=width, height=height)
+    if rgb.size != img.size:  # EXIF orientation swapped the axes
+        width, height = height, width
+    return Decoded(rgb=rgb, format=fmt, mode=mode, width=width, height=height, frames=frames)
 
 
 def _decode_dicom(path: str | os.PathLike[str]) -> Decoded:
     if not dicom.available():
         raise ImageError("DICOM file, but pydicom is not installed (pip install pydicom)")
     try:
-        rgb, mode = dicom.read_dicom(path)
-    except MemoryError:
-        raise
+        image = dicom.read_dicom(path, max_pixels=_max_pixels)
     except Exception as exc:  # pydicom raises many types for damaged or unsupported files
         raise ImageError(f"{type(exc).__name__}: {_one_line(exc, path)}") from None
-    return Decoded(rgb=rgb, format="DICOM", mode=mode, width=rgb.width, height=rgb.height)
+    rgb = image.rgb
+    return Decoded(
+        rgb=rgb,
+        format="DICOM",
+        mode=image.mode,
+        width=rgb.width,
+        height=rgb.height,
+        frames=image.frames,
+        modality=image.modality,
+        body_part=image.body_part,
+    )
 
 
 def _one_line(exc: BaseException, path: str | os.PathLike[str]) -> str:

@@ -170,6 +170,9 @@ def decode_job(backbone: Backbone, root: str, job: Job) -> DecodedJob:
         height=image.height,
         format=image.format,
         mode=image.mode,
+        frames=image.frames,
+        modality=image.modality,
+        body_part=image.body_part,
         **quality_metrics(image.rgb),  # type: ignore[arg-type]
     )
     return DecodedJob(job, row, prepared)
@@ -257,8 +260,10 @@ def embed_folder(
     started = time.perf_counter()
     root = display_root(images_dir)
     files = scan_images(images_dir)
+    if not files:  # refuse before touching the index: an empty mount must not wipe it
+        raise ImageError(f"no images found in {root}")
     report = EmbedReport(images=len(files))
-    with Store(out, create=True) as store:
+    with Store(out, create=True) as store, store.writer_lock():
         spec = resolve_spec(store, backbone_name, weights, recipe)
         report.backbone, report.recipe, report.dim = spec.name, spec.recipe.name, spec.dim
         run_id = store.start_run(
@@ -359,6 +364,11 @@ def _plan(
         if same is not None and not rehash:
             report.unchanged += 1
             report.failed += same.status == "error"
+            continue
+        if info.error is not None:  # found but unusable: a broken link, a name that is not UTF-8
+            log.warning("%s: skipped, %s", path_token(info.path), info.error)
+            reused_rows.append(_error_row(info, root, "", info.error))
+            report.failed += 1
             continue
         try:
             sha = sha256_file(info.abspath)

@@ -13,8 +13,9 @@ import json
 import logging
 import os
 import sqlite3
+import sys
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +26,8 @@ import numpy as np
 log = logging.getLogger("embedlab")
 
 DB_NAME = "embedlab.db"
+LOCK_NAME = "embedlab.lock"  # advisory lock held by the one `embed` writing an index
+_OUR_TABLES = frozenset({"meta", "images", "embeddings", "runs"})
 
 
 def _migrations_dir() -> Path:
@@ -68,6 +71,9 @@ class ImageRow:
     sharpness: float | None = None
     brightness: float | None = None
     error: str | None = None
+    frames: int | None = None
+    modality: str | None = None
+    body_part: str | None = None
 
 
 _IMAGE_COLUMNS = tuple(ImageRow.__dataclass_fields__)
@@ -117,23 +123,42 @@ class Store:
             raise StoreError(f"no index at {self.dir}: run `embedlab embed --images-dir IMAGES --out {self.dir}` first")
         try:
             self.conn, self.vec_loaded, self.vec_reason = _connect(self.path, use_vec)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"cannot open index {self.path}: {exc}") from None
+        try:
+            # Nothing is written before we know the file is ours and not from a newer embedlab.
+            self._check_is_ours(create)
             self.execute("PRAGMA journal_mode=WAL")
             self.execute("PRAGMA foreign_keys=ON")
             self._migrate()
-        except (sqlite3.Error, OSError) as exc:
-            raise StoreError(f"cannot open index {self.path}: {exc}") from None
-        except Exception as exc:  # apsw errors do not share a base with sqlite3's
-            if type(exc).__module__ == "apsw":
-                raise StoreError(f"cannot open index {self.path}: {type(exc).__name__}: {exc}") from None
+        except BaseException:
+            self.conn.close()
             raise
 
     # -- plumbing -----------------------------------------------------------------
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return list(self.conn.execute(sql, tuple(params)))
+        try:
+            return list(self.conn.execute(sql, tuple(params)))
+        except Exception as exc:
+            raise self._db_error(exc) from None
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        self.conn.executemany(sql, [tuple(r) for r in rows])
+        try:
+            self.conn.executemany(sql, [tuple(r) for r in rows])
+        except Exception as exc:
+            raise self._db_error(exc) from None
+
+    def _db_error(self, exc: Exception) -> Exception:
+        """SQLite failures (sqlite3 or apsw, which share no base class) as one-line StoreErrors."""
+        if not isinstance(exc, sqlite3.Error) and type(exc).__module__ != "apsw":
+            return exc
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        if "malformed" in text or "not a database" in text or type(exc).__name__ in ("CorruptError", "NotADBError"):
+            return StoreError(f"index {self.path} is damaged ({text}); embed into a new --out folder")
+        if "locked" in text or "busy" in text.lower():
+            return StoreError(f"index {self.path} stayed busy (another process is writing): {text}")
+        return StoreError(f"index {self.path}: {type(exc).__name__}: {text}")
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -142,9 +167,54 @@ class Store:
         try:
             yield
         except BaseException:
-            self.execute("ROLLBACK")
+            with suppress(StoreError):  # SQLite may have rolled back already (disk full, damaged file)
+                self.execute("ROLLBACK")
             raise
         self.execute("COMMIT")
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads inside see one committed state, even while an embed commits batches (WAL)."""
+        self.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.execute("COMMIT")
+
+    @contextmanager
+    def writer_lock(self) -> Iterator[None]:
+        """One `embed` per index at a time: an advisory lock on INDEX/embedlab.lock.
+
+        The OS drops the lock when its process dies (even by kill -9), so a
+        crashed run never blocks the next one. A second embed is refused with a
+        clear message instead of interleaving its batches with the first.
+        """
+        self.probe()
+        if sys.platform == "win32":  # no fcntl; SQLite's own locking still keeps the file valid
+            yield
+            return
+        import fcntl
+
+        fd = os.open(self.dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+                raise StoreError(
+                    f"another embed (pid {holder}) is writing to {self.dir}; wait for it to finish"
+                ) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
+            # Any embed still marked running died without finishing (we hold the lock now).
+            self.execute(
+                "UPDATE runs SET status = 'interrupted', finished_at = ? "
+                "WHERE command = 'embed' AND status = 'running'",
+                (now(),),
+            )
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
 
     def close(self) -> None:
         self.conn.close()
@@ -155,19 +225,37 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _migrate(self) -> None:
-        current = int(self.execute("PRAGMA user_version")[0][0])
-        files = sorted(MIGRATIONS_DIR.glob("[0-9][0-9][0-9]_*.sql"))
-        if not files:
-            raise StoreError(f"no schema migrations found in {MIGRATIONS_DIR}")
-        latest = int(files[-1].name[:3])
+    def probe(self) -> None:
+        """Walk every table's b-tree once (not the vector bytes): a damaged file fails here, before any write."""
+        tables = self.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND sql NOT LIKE 'CREATE VIRTUAL%'")
+        for (name,) in tables:
+            self.execute(f'SELECT count(*) FROM "{name}" NOT INDEXED')
+
+    def _check_is_ours(self, create: bool) -> None:
+        """Refuse, without writing a byte, a database that is not an embedlab index we can use."""
+        current = self._user_version()
+        latest = int(_migration_files()[-1].name[:3])
         if current > latest:
             raise StoreError(f"index schema v{current} is newer than this embedlab (v{latest}); upgrade embedlab")
-        for file in files:
+        tables = {r[0] for r in self.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if current == 0 and not tables:
+            if not create:
+                raise StoreError(f"index {self.dir} holds no embeddings yet; run embed first")
+            return
+        if current == 0 or not tables >= _OUR_TABLES:
+            raise StoreError(f"{self.path} is an SQLite database but not an embedlab index; use another folder")
+
+    def _user_version(self) -> int:
+        return int(self.execute("PRAGMA user_version")[0][0])
+
+    def _migrate(self) -> None:
+        for file in _migration_files():
             version = int(file.name[:3])
-            if version <= current:
+            if version <= self._user_version():
                 continue
             with self.transaction():
+                if version <= self._user_version():  # another process migrated while we waited
+                    continue
                 for statement in _split_sql(file.read_text(encoding="utf-8")):
                     self.execute(statement)
                 self.execute(f"PRAGMA user_version = {version}")
@@ -391,6 +479,13 @@ class Store:
             "schema_version": int(self.execute("PRAGMA user_version")[0][0]),
             "database_bytes": sum(f.stat().st_size for f in files if f.is_file()),
         }
+
+
+def _migration_files() -> list[Path]:
+    files = sorted(MIGRATIONS_DIR.glob("[0-9][0-9][0-9]_*.sql"))
+    if not files:
+        raise StoreError(f"no schema migrations found in {MIGRATIONS_DIR}")
+    return files
 
 
 def _split_sql(script: str) -> list[str]:

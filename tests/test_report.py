@@ -236,3 +236,10 @@ def test_report_errors_name_the_fix(work: Path, capsys: pytest.CaptureFixture[st
     assert main(["report", "--index", "idx", "--out", "r.html", "--query-dir", "empty"]) == 1
     assert "no images found in empty" in capsys.readouterr().err
     assert not (work / "r.html").exists()
+    # A file gone since embed: its box says so, the page is still written.
+    (work / "folder" / "a.png").unlink()
+    assert main(["report", "--index", "idx", "--out", "r.html"]) == 0
+    assert "1 pictures could not be read for thumbnails" in capsys.readouterr().err
+    page = (work / "r.html").read_text(encoding="utf-8")
+    dom = parse(page)
+    assert dom.classes["div.missing"] == 1 and dom.tags["img"] == 0 and ">file not found</div>" in page
