@@ -1,21 +1,29 @@
 """`analyze`: near-duplicate groups and the most isolated images.
 
 Works on unique contents (one vector per sha256); byte-identical files are the
-same item, so they always group. Similarities are computed exactly, block by
-block, so memory stays bounded while every pair above the threshold is seen.
+same item, so they always group. Up to EXACT_MAX_ITEMS, similarities are
+computed exactly, block by block (the block is sized from a memory budget, so
+no N x N matrix is ever held) and every pair above the threshold is seen.
+Above it, `embedlab.ivf` builds an approximate k-NN graph with exact scores.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .search import SCORE_DECIMALS, cosine_scores
+from .search import SCORE_DECIMALS
 
-_BLOCK = 1024
+if TYPE_CHECKING:
+    from .store import Store
+
+DEFAULT_MEMORY_MB = 1024  # working memory for similarity blocks
+EXACT_MAX_ITEMS = 20_000  # above this, `analyze` uses the k-NN graph of embedlab.ivf
+FLOAT16_ABOVE_BYTES = 2 << 30  # hold vectors as float16 when float32 would take more (1M x 1347: 5.4 GB)
+_LOAD_CHUNK = 8192
 
 # Quality flags from the metrics stored at embed time. A flagged image is
 # "broken" in a way isolation alone misses: blank or tiny images look alike to
@@ -36,22 +44,54 @@ class Neighbourhood:
     pairs: list[tuple[int, int, float]]  # (i, j, sim) with i < j and sim >= threshold
 
 
-def _blocks(n: int) -> Iterator[tuple[int, int]]:
-    for start in range(0, n, _BLOCK):
-        yield start, min(n, start + _BLOCK)
+def load_for_analysis(store: Store) -> tuple[list[str], np.ndarray]:
+    """Every referenced vector, ordered by sha256, streamed into one matrix.
+
+    Float32 as stored, unless that would exceed FLOAT16_ABOVE_BYTES: then float16
+    (scores then carry an error of about 1e-5), so a million vectors fit in 2.7 GB.
+    """
+    n, dim = store.referenced_vector_count(), int(store.meta().get("dim", "0"))
+    dtype = np.float16 if n * dim * 4 > FLOAT16_ABOVE_BYTES else np.float32
+    matrix = np.empty((n, dim), dtype=dtype)
+    shas: list[str] = []
+    for part_shas, part in store.iter_referenced_vectors(_LOAD_CHUNK):
+        part = part[: n - len(shas)]  # rows added since the count wait for the next run
+        matrix[len(shas) : len(shas) + len(part)] = part
+        shas.extend(part_shas[: len(part)])
+    return shas, matrix[: len(shas)]
+
+
+def block_rows(n: int, block_bytes: int) -> int:
+    """Rows of an exact similarity block that fit the budget (float64 block plus
+    the same again for the argpartition and threshold temporaries)."""
+    return max(1, block_bytes // (24 * max(1, n)))
+
+
+def _blocks(n: int, rows: int) -> Iterator[tuple[int, int]]:
+    for start in range(0, n, rows):
+        yield start, min(n, start + rows)
 
 
 def neighbourhood(
-    matrix: np.ndarray, k: int, threshold: float, on_rows: Callable[[int], None] | None = None
+    matrix: np.ndarray,
+    k: int,
+    threshold: float,
+    on_rows: Callable[[int], None] | None = None,
+    *,
+    block_bytes: int = DEFAULT_MEMORY_MB << 20,
 ) -> Neighbourhood:
-    """``on_rows(n)`` is told after each block of n rows (progress for long runs)."""
+    """Exact: every pair is scored, ``block_bytes`` at a time.
+
+    ``on_rows(n)`` is told after each block of n rows (progress for long runs).
+    """
     n = matrix.shape[0]
     kk = max(0, min(k, n - 1))
     index = np.zeros((n, kk), dtype=np.int64)
     sim = np.zeros((n, kk), dtype=np.float64)
     pairs: list[tuple[int, int, float]] = []
-    for start, stop in _blocks(n):
-        block = cosine_scores(matrix, matrix[start:stop].T).T  # (rows, n)
+    as64 = matrix.astype(np.float64)  # once, not once per block
+    for start, stop in _blocks(n, block_rows(n, block_bytes)):
+        block = (as64 @ as64[start:stop].T).T  # (rows, n), what cosine_scores computes
         rows = np.arange(stop - start)
         block[rows, rows + start] = -np.inf  # an item is not its own neighbour
         ii, jj = np.nonzero(block >= threshold)
@@ -66,6 +106,25 @@ def neighbourhood(
         if on_rows is not None:
             on_rows(stop - start)
     return Neighbourhood(index, sim, pairs)
+
+
+def neighbours(
+    matrix: np.ndarray,
+    k: int,
+    threshold: float,
+    *,
+    memory_mb: int,
+    approximate: bool | None,
+    on_rows: Callable[[int], None] | None = None,
+) -> Neighbourhood:
+    """Exact blocked all-pairs, or the approximate k-NN graph for large inputs."""
+    if approximate is None:
+        approximate = matrix.shape[0] > EXACT_MAX_ITEMS
+    if approximate:
+        from .ivf import knn_graph
+
+        return knn_graph(matrix, k, threshold, block_bytes=memory_mb << 20, on_rows=on_rows)
+    return neighbourhood(matrix, k, threshold, on_rows, block_bytes=memory_mb << 20)
 
 
 class _UnionFind:
@@ -137,13 +196,24 @@ def analyze_vectors(
     k: int,
     quality: dict[str, dict[str, Any]] | None = None,
     on_rows: Callable[[int], None] | None = None,
+    memory_mb: int = DEFAULT_MEMORY_MB,
+    approximate: bool | None = None,
 ) -> dict[str, Any]:
     """The `analyze` answer for unit vectors ``matrix`` whose rows hold ``paths``.
 
     With ``quality`` (path -> stored metrics), an image with any quality flag
-    gains FLAG_PENALTY on top of its isolation score.
+    gains FLAG_PENALTY on top of its isolation score. ``approximate`` picks the
+    k-NN graph of embedlab.ivf (None: above EXACT_MAX_ITEMS items); ``memory_mb``
+    bounds the similarity blocks of either path.
     """
-    hood = neighbourhood(matrix, k, threshold, on_rows)
+    hood = neighbours(matrix, k, threshold, memory_mb=memory_mb, approximate=approximate, on_rows=on_rows)
+    return report(hood, paths, anomaly_top=anomaly_top, quality=quality)
+
+
+def report(
+    hood: Neighbourhood, paths: list[list[str]], *, anomaly_top: int, quality: dict[str, dict[str, Any]] | None
+) -> dict[str, Any]:
+    """Duplicate groups and ranked anomalies from a neighbourhood (exact or approximate)."""
     groups = duplicate_groups(len(paths), hood.pairs, paths)
     isolation = isolation_scores(hood)
     flags = [quality_flags(quality.get(p[0])) if quality is not None else [] for p in paths]

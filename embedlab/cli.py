@@ -133,6 +133,20 @@ def build_parser() -> argparse.ArgumentParser:
         "JPEGs count after reduced-size decoding)",
     )
     embed.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
+    embed.add_argument(
+        "--ann",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="keep the HNSW search sidecar (INDEX/embedlab.usearch) in sync: auto (default) from 20,000 vectors "
+        "or when it exists, always, or never (search then syncs it when needed)",
+    )
+    embed.add_argument(
+        "--ann-dtype",
+        choices=("f16", "i8", "f32"),
+        default=None,
+        help="how the sidecar holds vectors: f16 (default, 2 bytes/dim), i8 (1 byte/dim) or f32; "
+        "scores are always re-computed from the float32 store",
+    )
     _ray_flags(embed)
 
     search = add_command("search", help="top-k most similar indexed images for each query image")
@@ -179,6 +193,19 @@ def build_parser() -> argparse.ArgumentParser:
         "so an image's own copies cannot hide how isolated it is)",
     )
     analyze.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    analyze.add_argument(
+        "--memory-mb",
+        type=_positive,
+        default=1024,
+        help="working memory for similarity blocks, in MB (default 1024); never an N x N matrix",
+    )
+    analyze.add_argument(
+        "--ann",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="approximate k-NN graph (k-means cells, exact scores) instead of exact all-pairs: "
+        "auto (default) above 20,000 unique vectors, always, or never",
+    )
 
     evaluate = add_command("evaluate", help="retrieval quality of an index whose images sit in one subfolder per class")
     evaluate.add_argument("--index", required=True, help="index of a folder laid out as CLASS/image files")
@@ -285,6 +312,13 @@ def _non_negative(text: str) -> int:
 def _engine_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--exact", action="store_true", help="exact NumPy scan instead of sqlite-vec KNN")
     parser.add_argument(
+        "--ann",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="HNSW candidates + exact re-score (needs usearch): auto (default) from 20,000 vectors, always, "
+        "or never (sqlite-vec's exact scan)",
+    )
+    parser.add_argument(
         "--backbone", choices=BACKBONES, default=None, help="must match the index (default: the index's)"
     )
     parser.add_argument("--weights", default=None, help="weights file; must match the index's weights hash")
@@ -323,6 +357,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         rehash=args.rehash,
         executor=executor,
     )
+    _sync_sidecar(args.out, args.ann, args.ann_dtype)
     log.info(
         "embedded %d images: %d new, %d reused, %d unchanged, %d removed, %d failed",
         report.images,
@@ -358,6 +393,22 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _sync_sidecar(index: str, mode: str, dtype: str | None) -> None:
+    """Bring the HNSW search sidecar level with the store after an embed."""
+    from . import ann
+
+    if mode == "never" or not Path(index, "embedlab.db").is_file():
+        return
+    with Store(index) as store:
+        large = store.vector_count() >= ann.ANN_MIN_VECTORS or ann.sidecar_path(store).is_file()
+        if mode == "always" or (large and ann.available()):
+            started = time.perf_counter()
+            size = len(ann.open_synced(store, dtype))
+            log.info("search sidecar in sync: %d vectors, %.2fs", size, time.perf_counter() - started)
+        elif large:
+            log.warning("the index is large; pip install usearch==2.26.6 for the fast search path")
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from .indexer import query_vectors, resolve_spec
     from .ranking import Ranker
@@ -378,7 +429,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         embed_seconds = time.perf_counter() - t0
         failed, latencies = 0, []
         with store.snapshot():  # one committed state, even while an embed is writing
-            ranker = Ranker(store, Searcher(store, exact=args.exact))
+            ranker = Ranker(store, Searcher(store, exact=args.exact, ann=args.ann))
             for query, vec in zip(queries, vectors, strict=True):
                 record: dict[str, Any] = {"query": query.path}
                 if isinstance(vec, str):
@@ -481,7 +532,7 @@ def _print_search(record: dict[str, Any], as_json: bool) -> None:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from .analysis import analyze_vectors
+    from .analysis import analyze_vectors, load_for_analysis
 
     started = time.perf_counter()
     with _open_index(args.index, exact=True) as store:
@@ -489,7 +540,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         # All-pairs work needs every vector in memory; the plain table reads them
         # far faster than a full vec0 scan (bench/speed.py), bit for bit the same.
         with store.snapshot():  # one committed state, even while an embed is writing
-            shas, matrix = store.load_vectors(through_vec=False)
+            shas, matrix = load_for_analysis(store)  # streamed; float16 when float32 would not fit
             by_sha, quality, errors = store.ok_paths_by_sha(), store.quality(), store.errors()
         with Progress(len(shas), "analyzing", unit="vec") as bar:
             result = analyze_vectors(
@@ -500,6 +551,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                 k=args.k,
                 quality=quality,
                 on_rows=bar.update,
+                memory_mb=args.memory_mb,
+                approximate={"auto": None, "always": True, "never": False}[args.ann],
             )
         result["unreadable"] = [{"path": p, "error": e} for p, e in errors]
         result.update(

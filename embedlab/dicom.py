@@ -13,6 +13,7 @@ a patient's name) are silenced, so nothing identifying reaches a log.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import warnings
@@ -44,11 +45,8 @@ class DicomImage:
 
 
 def available() -> bool:
-    try:
-        import pydicom  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether pydicom is installed, without importing it (a quarter second every scan)."""
+    return importlib.util.find_spec("pydicom") is not None
 
 
 def has_preamble(path: str | os.PathLike[str]) -> bool:

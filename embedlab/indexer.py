@@ -401,17 +401,36 @@ def _embed_jobs(
     batch_size: int,
     workers: int,
 ) -> None:
-    """Decode ahead in worker threads while the model embeds the current batch; commit batch by batch."""
+    """Decode ahead in worker threads while the model embeds the current batch; commit batch by batch.
+
+    A file whose content another job of this run already carries is neither
+    decoded nor embedded: it is written with that job's row, in the same batch.
+    """
     done: dict[str, ImageRow] = {}
-    batches = list(_batches(jobs, max(1, batch_size)))
+    copies: dict[str, list[Job]] = {}
+    unique: list[Job] = []
+    for job in jobs:
+        if job.sha256 in copies:
+            copies[job.sha256].append(job)
+        else:
+            copies[job.sha256] = []
+            unique.append(job)
+    batches = list(_batches(unique, max(1, batch_size)))
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, progress(len(jobs), "embedding") as bar:
         ahead: deque[list[Future[DecodedJob]]] = deque()
-        for index, batch in enumerate(batches):
+        for index in range(len(batches)):
             while len(ahead) <= PREFETCH_BATCHES and index + len(ahead) < len(batches):
                 ahead.append([pool.submit(decode_job, backbone, root, job) for job in batches[index + len(ahead)]])
-            decoded = [future.result() for future in ahead.popleft()]
-            write_batch(store, embed_decoded(backbone, decoded), done, report, run_id)
-            bar.update(len(batch))
+            results = embed_decoded(backbone, [future.result() for future in ahead.popleft()])
+            twins = [_copy_of(item, job) for item in results for job in copies[item.job.sha256]]
+            write_batch(store, results + twins, done, report, run_id)
+            bar.update(len(results) + len(twins))
+
+
+def _copy_of(item: Embedded, job: Job) -> Embedded:
+    """Another file with the same bytes: the same row (ok or error) under its own path and stat."""
+    info = job.info
+    return Embedded(job, replace(item.row, path=info.path, size=info.size, mtime_ns=info.mtime_ns), None)
 
 
 def _record_signature(store: Store, spec: BackboneSpec) -> None:

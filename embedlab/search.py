@@ -2,21 +2,30 @@
 
 Two engines give the same answer: sqlite-vec KNN (candidates from the vec0
 table, then exact re-scoring) and an exact NumPy scan of the stored vectors,
-used when the extension cannot load or when asked for.
+used when the extension cannot load or when asked for. Large indexes add a
+third, approximate one (`embedlab.ann`, an HNSW sidecar): its candidates are
+re-scored exactly too, so only a neighbour the graph misses can differ.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 
-from .store import Store
+from .store import Store, StoreError
+
+log = logging.getLogger("embedlab")
 
 SCORE_DECIMALS = 6
 # Extra candidates fetched from sqlite-vec so that float32 distance rounding
 # at the cut cannot drop a vector that the exact re-score ranks inside top k.
 _CANDIDATE_MARGIN = 16
+# Candidates asked of the HNSW graph before the exact re-score: a wide pool
+# costs little (one indexed read of a few hundred KB) and lifts recall.
+ANN_CANDIDATES = 64
+ANN_CHOICES = ("auto", "always", "never")
 
 
 @dataclass(frozen=True)
@@ -33,12 +42,17 @@ def cosine_scores(matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
 class Searcher:
     """Answers top-k queries against one index, through sqlite-vec or NumPy."""
 
-    def __init__(self, store: Store, *, exact: bool = False):
+    def __init__(self, store: Store, *, exact: bool = False, ann: str = "auto"):
         self.store = store
-        self.paths = store.ok_paths_by_sha()
-        self.engine = "sqlite-vec" if store.vec_loaded and not exact else "numpy"
+        self.engine = choose_engine(store, exact=exact, ann=ann)
+        self._ann = None
         self._shas: list[str] = []
         self._matrix: np.ndarray | None = None
+        self.paths = store.ok_paths_by_sha()
+        if self.engine == "ann":
+            from .ann import open_synced
+
+            self._ann = open_synced(store)
         if self.engine == "numpy":
             self._shas, self._matrix = store.load_vectors(through_vec=False)
 
@@ -56,6 +70,12 @@ class Searcher:
 
     def _candidates(self, query: np.ndarray, k: int) -> tuple[list[str], np.ndarray]:
         want = k + _CANDIDATE_MARGIN
+        if self._ann is not None:
+            rowids = self._ann.search(query, max(want, ANN_CANDIDATES))
+            ann_shas = [s for s in self.store.shas_for_rowids(rowids.tolist()) if s in self.paths]
+            if not ann_shas:
+                return [], np.zeros(0)
+            return ann_shas, cosine_scores(self.store.vectors_for(ann_shas), query)
         if self.engine == "sqlite-vec":
             shas = [sha for sha, _ in self.store.knn(query, want) if sha in self.paths]
             if not shas:
@@ -65,3 +85,19 @@ class Searcher:
         rough = self._matrix @ query.astype(np.float32)  # float32 BLAS scan, then exact re-score
         keep = np.argpartition(-rough, want - 1)[:want] if len(rough) > want else np.arange(len(rough))
         return [self._shas[i] for i in keep], cosine_scores(self._matrix[keep], query)
+
+
+def choose_engine(store: Store, *, exact: bool, ann: str) -> str:
+    """numpy (--exact), ann (large index, or --ann always), else sqlite-vec when it loaded."""
+    if exact:
+        return "numpy"
+    if ann != "never":
+        from .ann import ANN_MIN_VECTORS, available
+
+        if ann == "always" or store.vector_count() >= ANN_MIN_VECTORS:
+            if available():
+                return "ann"
+            if ann == "always":
+                raise StoreError("--ann always needs the usearch package: pip install usearch==2.26.6")
+            log.warning("the index is large; pip install usearch==2.26.6 for the fast search path")
+    return "sqlite-vec" if store.vec_loaded else "numpy"

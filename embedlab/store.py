@@ -480,6 +480,66 @@ class Store:
             "database_bytes": sum(f.stat().st_size for f in files if f.is_file()),
         }
 
+    # -- bulk access for large indexes (ANN sidecar, streaming analyze) -------------
+
+    def vector_count(self) -> int:
+        """Vectors in `embeddings` (referenced or not)."""
+        return self._embedding_count()
+
+    def referenced_vector_count(self) -> int:
+        """Vectors at least one readable image points at (what `analyze` sees)."""
+        return int(
+            self.execute(
+                "SELECT count(*) FROM embeddings WHERE sha256 IN (SELECT sha256 FROM images WHERE status = 'ok')"
+            )[0][0]
+        )
+
+    def vector_rowids(self) -> np.ndarray:
+        """Sorted rowids of `embeddings`: the keys of the ANN sidecar."""
+        rows = self.execute("SELECT rowid FROM embeddings ORDER BY rowid")
+        return np.array([r[0] for r in rows], dtype=np.int64)
+
+    def iter_vectors_by_rowid(self, first: int, chunk: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(rowids, float32 matrix) of `embeddings` from rowid ``first`` on, ``chunk`` rows at a time."""
+        last = first - 1
+        while True:
+            rows = self.execute(
+                "SELECT rowid, vector FROM embeddings WHERE rowid > ? ORDER BY rowid LIMIT ?", (last, chunk)
+            )
+            if not rows:
+                return
+            last = int(rows[-1][0])
+            yield np.array([r[0] for r in rows], dtype=np.int64), _matrix([r[1] for r in rows])
+
+    def iter_referenced_vectors(self, chunk: int) -> Iterator[tuple[list[str], np.ndarray]]:
+        """What ``load_vectors(through_vec=False)`` returns, streamed ``chunk`` rows at a time,
+        so a million vectors never sit in memory twice (as BLOBs and as a matrix)."""
+        last = ""
+        while True:
+            rows = self.execute(
+                "SELECT sha256, vector FROM embeddings WHERE sha256 > ? "
+                "AND sha256 IN (SELECT sha256 FROM images WHERE status = 'ok') ORDER BY sha256 LIMIT ?",
+                (last, chunk),
+            )
+            if not rows:
+                return
+            last = str(rows[-1][0])
+            yield [str(r[0]) for r in rows], _matrix([r[1] for r in rows])
+
+    def shas_for_rowids(self, rowids: Sequence[int]) -> list[str | None]:
+        """sha256 of each `embeddings` rowid, in order (None for a rowid gone since)."""
+        found: dict[int, str] = {}
+        for start in range(0, len(rowids), 500):
+            part = [int(r) for r in rowids[start : start + 500]]
+            marks = ", ".join("?" * len(part))
+            found.update(self.execute(f"SELECT rowid, sha256 FROM embeddings WHERE rowid IN ({marks})", part))
+        return [found.get(int(r)) for r in rowids]
+
+
+def _matrix(blobs: list[bytes]) -> np.ndarray:
+    """Equal-length little-endian float32 BLOBs as one (rows, dim) matrix."""
+    return np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), -1).astype(np.float32)
+
 
 def _migration_files() -> list[Path]:
     files = sorted(MIGRATIONS_DIR.glob("[0-9][0-9][0-9]_*.sql"))
