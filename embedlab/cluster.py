@@ -186,8 +186,16 @@ class EmbedWorker:
         self.pool = ThreadPoolExecutor(max_workers=max(1, spec.decode_threads))
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        import torch
+
+        from .backbones import TORCH_THREADS
         from .images import ImageFileInfo
         from .indexer import Job, embed_jobs
+
+        # Ray Data calls this on a thread of its own, where OpenMP starts from Ray's
+        # OMP_NUM_THREADS (the worker's CPU count), not from the count set in __init__:
+        # pin the local run's thread count here, so the kernels are the local ones.
+        torch.set_num_threads(TORCH_THREADS)
 
         records = batch.to_pylist()
         jobs = [
@@ -377,7 +385,8 @@ class RayExecutor:
     def _init(self, verbose: bool) -> None:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # this machine may be offline
         kwargs: dict[str, Any] = {
-            "logging_level": logging.DEBUG if verbose else logging.WARNING,
+            # Ray's own warnings (token auth on a local instance, ...) stay out of the one log stream; -v shows them.
+            "logging_level": logging.DEBUG if verbose else logging.ERROR,
             "log_to_driver": True,  # workers' output comes to this stderr, prefixed by Ray
             "runtime_env": driver_runtime_env(),
         }

@@ -111,12 +111,20 @@ def cluster() -> Iterator[str]:
     # Ray puts unix sockets under its temp dir, and their paths must stay under ~107 bytes.
     temp_dir = tempfile.mkdtemp(prefix="elray")
     port = _free_port()
+    # A local `ray.init()` leaves a token in the home folder that later clusters pick up, so
+    # say how this loopback-only cluster authenticates, for its nodes and for the driver alike.
+    auth_mode = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
     try:
         _ray_start(["--head", "--port", str(port), "--include-dashboard", "false"], temp_dir)
         _ray_start(["--address", f"127.0.0.1:{port}"], temp_dir)
         yield f"127.0.0.1:{port}"
     finally:
         _stop_cluster(temp_dir)
+        if auth_mode is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = auth_mode
 
 
 def _save_photos(folder: Path, names: tuple[str, ...]) -> None:
