@@ -96,16 +96,16 @@ class Backbone:
     recipe: Recipe = field(default_factory=lambda: RECIPES[DEFAULT_RECIPE])
 
     @property
+    def spec(self) -> BackboneSpec:
+        return BackboneSpec(self.name, self.recipe, self.weights_path, self.weights_sha256)
+
+    @property
     def dim(self) -> int:
-        return self.cnn_dim + self.recipe.extra_dims
+        return self.spec.dim
 
     @property
     def signature(self) -> str:
-        return f"{self.name}/{self.recipe.name}/v{EMBEDDING_VERSION}"
-
-    @property
-    def spec(self) -> BackboneSpec:
-        return BackboneSpec(self.name, self.recipe, self.weights_path, self.weights_sha256)
+        return self.spec.signature
 
     def prepare(self, rgb: Image.Image) -> Prepared:
         """Thread-safe CPU work for one image (runs in the decode workers)."""

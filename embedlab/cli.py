@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
+from .ann import DTYPES
 from .cluster import LOCAL, ClusterError
 from .descriptor import RECIPES
 from .images import DEFAULT_MAX_PIXELS, ImageError, display_root, path_token, scan_images, set_log_paths, set_max_pixels
 from .progress import Progress
 from .provenance import versions
 from .registry import BACKBONES, BackboneError
+from .search import ANN_CHOICES
 from .store import Store, StoreError
 
 log = logging.getLogger("embedlab")
@@ -135,14 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
     embed.add_argument(
         "--ann",
-        choices=("auto", "always", "never"),
+        choices=ANN_CHOICES,
         default="auto",
         help="keep the HNSW search sidecar (INDEX/embedlab.usearch) in sync: auto (default) from 20,000 vectors "
         "or when it exists, always, or never (search then syncs it when needed)",
     )
     embed.add_argument(
         "--ann-dtype",
-        choices=("f16", "i8", "f32"),
+        choices=DTYPES,
         default=None,
         help="how the sidecar holds vectors: f16 (default, 2 bytes/dim), i8 (1 byte/dim) or f32; "
         "scores are always re-computed from the float32 store",
@@ -201,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     analyze.add_argument(
         "--ann",
-        choices=("auto", "always", "never"),
+        choices=ANN_CHOICES,
         default="auto",
         help="approximate k-NN graph (k-means cells, exact scores) instead of exact all-pairs: "
         "auto (default) above 20,000 unique vectors, always, or never",
@@ -313,7 +315,7 @@ def _engine_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--exact", action="store_true", help="exact NumPy scan instead of sqlite-vec KNN")
     parser.add_argument(
         "--ann",
-        choices=("auto", "always", "never"),
+        choices=ANN_CHOICES,
         default="auto",
         help="HNSW candidates + exact re-score (needs usearch): auto (default) from 20,000 vectors, always, "
         "or never (sqlite-vec's exact scan)",
