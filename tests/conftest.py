@@ -32,6 +32,14 @@ def small(img: Image.Image, side: int = 192) -> Image.Image:
     return img
 
 
+def four_photos(folder: Path) -> Path:
+    """Four distinct 128 px photos in ``folder`` (created): the small index most tests need."""
+    folder.mkdir()
+    for name in ("astronaut", "camera", "coffee", "coins"):
+        small(skimage_image(name), 128).convert("RGB").save(folder / f"{name}.png")
+    return folder
+
+
 @pytest.fixture(scope="session")
 def backbone() -> Backbone:
     return load_backbone("efficientnet_lite0")

@@ -16,7 +16,7 @@ from embedlab.images import scan_images, sha256_file
 from embedlab.indexer import IndexMismatch, Job, embed_folder, embed_jobs
 from embedlab.store import Store
 
-from .conftest import skimage_image, small
+from .conftest import four_photos, skimage_image, small
 
 
 def _vectors(index: Path) -> dict[str, bytes]:
@@ -31,11 +31,7 @@ def _paths(index: Path) -> dict[str, str]:
 
 @pytest.fixture
 def folder(work: Path) -> Path:
-    imgs = work / "imgs"
-    imgs.mkdir()
-    for name in ("astronaut", "camera", "coffee", "coins"):
-        small(skimage_image(name), 128).convert("RGB").save(imgs / f"{name}.png")
-    return imgs
+    return four_photos(work / "imgs")
 
 
 def test_add_rename_delete_change(work: Path, folder: Path) -> None:

@@ -23,7 +23,7 @@ from embedlab.indexer import embed_folder, embed_paths
 from embedlab.registry import BackboneError
 from embedlab.store import Store
 
-from .conftest import skimage_image, small
+from .conftest import four_photos, skimage_image, small
 
 ROOT = Path(__file__).resolve().parent.parent
 _HEAVY = re.compile(r"^import time:.*\|\s*(torch|timm|torchvision)$", re.MULTILINE)
@@ -44,10 +44,7 @@ def run_cli(*args: str, cwd: Path) -> tuple[subprocess.CompletedProcess[str], se
 @pytest.fixture
 def indexed(work: Path) -> Path:
     """Four photos, one broken file, embedded in-process into ./index."""
-    imgs = work / "imgs"
-    imgs.mkdir()
-    for name in ("astronaut", "camera", "coffee", "coins"):
-        small(skimage_image(name), 128).convert("RGB").save(imgs / f"{name}.png")
+    imgs = four_photos(work / "imgs")
     (imgs / "broken.png").write_bytes(b"\x89PNG not really")
     report = embed_folder("./imgs", "./index")
     assert (report.new, report.failed, report.embedded_vectors) == (4, 1, 4)
