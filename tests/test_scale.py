@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from embedlab import analysis, ann
+from embedlab import analysis, ann, ivf
 from embedlab.analysis import analyze_vectors, load_for_analysis, neighbourhood
 from embedlab.backbones import Backbone
 from embedlab.cli import main
@@ -83,6 +83,39 @@ def test_knn_graph_recall_on_clustered_vectors() -> None:
     assert {(i, j) for i, j, _ in graph.pairs} <= {(i, j) for i, j, _ in exact.pairs}
     again = knn_graph(matrix, 10, 0.95, block_bytes=1 << 20, nprobe=12)  # other blocks, same answer
     assert np.array_equal(again.index, graph.index) and again.pairs == graph.pairs
+
+
+def test_pool_merge_keeps_the_best_of_old_and_new() -> None:
+    rng = np.random.default_rng(3)
+    take, n = 6, 40
+    pool_val = -np.sort(-rng.random((n, take)).astype(np.float32), axis=1)
+    pool_idx = rng.permutation(1000)[: n * take].reshape(n, take).astype(np.int32)
+    pool_val[5] = -np.inf  # a row not filled yet
+    pool_idx[5] = -1
+    rows = rng.integers(0, n, 300).astype(np.int32)
+    idx = (1000 + np.arange(300)).astype(np.int32)
+    val = rng.random(300).astype(np.float32)
+    expect = {}
+    for r in range(n):
+        old = [(float(v), int(i)) for v, i in zip(pool_val[r], pool_idx[r], strict=True)]
+        new = [(float(v), int(i)) for v, i, rr in zip(val, idx, rows, strict=True) if rr == r]
+        expect[r] = sorted(old + new, key=lambda p: -p[0])[:take]
+    ivf._merge(pool_idx, pool_val, rows, idx, val)
+    for r in range(n):
+        assert list(zip(pool_val[r].tolist(), pool_idx[r].tolist(), strict=True)) == expect[r]
+
+
+def test_knn_graph_probing_every_cell_is_exact() -> None:
+    """With every cell probed, the pools merged cell by cell hold each item's true nearest."""
+    matrix = _clustered(3000, 96, seed=1)
+    exact = neighbourhood(matrix, 10, 0.95)
+    graph = knn_graph(matrix, 10, 0.95, block_bytes=1 << 20, nprobe=10_000)
+    assert np.array_equal(graph.index, exact.index)
+    assert np.allclose(graph.sim, exact.sim, rtol=0, atol=1e-12)
+    # Duplicate pairs are the edges among each item's 10 nearest (enough for the groups).
+    edges = {(min(i, j), max(i, j)) for i, row in enumerate(exact.index.tolist()) for j in row}
+    expect = [p[:2] for p in exact.pairs if p[:2] in edges]
+    assert [p[:2] for p in graph.pairs] == expect and expect
 
 
 def test_analyze_cli_ann_and_exact_agree_on_a_real_index(built_index: Path) -> None:
