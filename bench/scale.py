@@ -111,7 +111,7 @@ def per_query_ms(fn: Callable[[np.ndarray], object], queries: np.ndarray, repeat
     return statistics.median(times) * 1000
 
 
-def recall(found: list[list[int]] | np.ndarray, truth: np.ndarray) -> float:
+def recall(found: list[list[int]] | list[np.ndarray] | np.ndarray, truth: np.ndarray) -> float:
     return float(
         np.mean([len(set(map(int, f)) & set(map(int, t))) / len(t) for f, t in zip(found, truth, strict=True)])
     )
@@ -152,6 +152,18 @@ def machine() -> str:
         pass
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, {platform.system()} {platform.release()}"
+
+
+def peak_rss_gib() -> float:
+    """This process's peak resident memory. VmHWM, not ru_maxrss: Linux carries ru_maxrss over
+    fork and exec, so a child started by a process holding gigabytes would report the parent's."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def load() -> str:
@@ -251,17 +263,8 @@ def bench_size(n: int, args: argparse.Namespace, work: Path) -> dict[str, object
     matrix = np.empty((0, args.dim), np.float32)  # free 5.4 GB at 1M before the next peer
 
     try:
-        import faiss
-
-        log("faiss IndexFlatIP")
-        faiss.omp_set_num_threads(os.cpu_count() or 1)
-        flat = faiss.IndexFlatIP(args.dim)
-        for _, x in mix.chunks(n):
-            flat.add(x)
-        row["faiss_ms"] = per_query_ms(lambda q: flat.search(q[None, :], K), queries, args.repeat)
-        row["faiss_recall"] = recall(flat.search(queries, K)[1], truth)
+        row["faiss_ms"], row["faiss_recall"] = faiss_flat(mix, n, queries, truth, args.repeat)
         log(f"  faiss: {row['faiss_ms']:.1f} ms")
-        flat.reset()
     except ImportError:
         row["faiss_ms"] = None
 
@@ -312,6 +315,20 @@ def build_sidecar(store: Store, dtype: str, threads: int) -> None:
     store.set_meta(ann_dtype=dtype)
 
 
+def faiss_flat(mix: Mixture, n: int, queries: np.ndarray, truth: np.ndarray, repeat: int) -> tuple[float, float]:
+    """faiss IndexFlatIP, the exact peer: (median ms per query, recall@5). The index is freed on
+    return (its reset() keeps the 5.4 GB buffer at 1M, which the analyze child must not start beside)."""
+    import faiss
+
+    log("faiss IndexFlatIP")
+    faiss.omp_set_num_threads(os.cpu_count() or 1)
+    flat = faiss.IndexFlatIP(mix.dim)
+    for _, x in mix.chunks(n):
+        flat.add(x)
+    ms = per_query_ms(lambda q: flat.search(q[None, :], K), queries, repeat)
+    return ms, recall(flat.search(queries, K)[1], truth)
+
+
 def bench_analyze(folder: Path, args: argparse.Namespace) -> dict[str, object]:
     """`analyze` in a fresh process: wall time, peak memory, k-NN graph recall."""
     log(f"analyze (fresh process, load {load()})")
@@ -346,7 +363,7 @@ def analyze_child(folder: Path, memory_mb: int) -> None:
         by_sha = store.ok_paths_by_sha()
         result = report(hood, [by_sha[s] for s in shas], anomaly_top=8, quality=store.quality())
         seconds = time.perf_counter() - t0
-        peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        peak_gb = peak_rss_gib()
         # Ground truth for a sample of items: an exact scan of the float32 store, streamed.
         rng = np.random.default_rng(1)
         sample = np.sort(rng.choice(len(shas), size=min(len(shas), 300), replace=False))
@@ -404,7 +421,7 @@ def hnsw_only(n: int, args: argparse.Namespace) -> None:
 
     ms = per_query_ms(query, queries, args.repeat)
     found = recall([query(q) for q in queries], truth)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    peak = peak_rss_gib()
     print(f"HNSW {args.sidecar_dtypes[0]}, {n:,} vectors: {args.build_threads}-thread build {build:.0f} s, "
           f"{ms:.2f} ms/query (candidates + re-score, no SQL), recall@5 {found:.3f}, "
           f"process peak memory {peak:.2f} GB; load {load()}")  # fmt: skip
