@@ -282,7 +282,7 @@ def bench_size(n: int, args: argparse.Namespace, work: Path) -> dict[str, object
         row.update(bench_analyze(folder, args))
     with Store(folder) as store:
         for dtype in args.sidecar_dtypes:
-            log(f"HNSW sidecar {dtype} (one-thread build)")
+            log(f"HNSW sidecar {dtype} ({args.build_threads}-thread build)")
             ann.remove_sidecar(store)
             t0 = time.perf_counter()
             if args.build_threads == 1:

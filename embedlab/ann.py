@@ -33,7 +33,7 @@ DTYPES = ("f16", "i8", "f32")
 DEFAULT_DTYPE = "f16"
 CONNECTIVITY = 16
 EXPANSION_ADD = 64
-EXPANSION_SEARCH = 128
+EXPANSION_SEARCH = 512  # 1M clustered vectors: recall@5 0.984 (128: 0.944, 256: 0.964)
 _REBUILD_FRACTION = 0.2  # rebuild instead of deleting more than this share of the graph
 _CHUNK = 8192
 

@@ -48,7 +48,8 @@ class Searcher:
         self._ann = None
         self._shas: list[str] = []
         self._matrix: np.ndarray | None = None
-        self.paths = store.ok_paths_by_sha()
+        # The HNSW engine looks paths up per query: loading all of them costs 3 s at 1M images.
+        self._paths = None if self.engine == "ann" else store.ok_paths_by_sha()
         if self.engine == "ann":
             from .ann import open_synced
 
@@ -56,14 +57,22 @@ class Searcher:
         if self.engine == "numpy":
             self._shas, self._matrix = store.load_vectors(through_vec=False)
 
+    @property
+    def paths(self) -> dict[str, list[str]]:
+        """Every embedded content hash with its sorted paths."""
+        if self._paths is None:
+            self._paths = self.store.ok_paths_by_sha()
+        return self._paths
+
     def top_k(self, query: np.ndarray, k: int) -> list[Hit]:
-        if k <= 0 or not self.paths:
+        if k <= 0 or (self._paths is not None and not self._paths):
             return []
         shas, scores = self._candidates(query, k)
+        found = self._paths if self._paths is not None else self.store.ok_paths_for(shas)
         hits = [
             Hit(path, round(float(score), SCORE_DECIMALS))
             for sha, score in zip(shas, scores, strict=True)
-            for path in self.paths.get(sha, ())
+            for path in found.get(sha, ())
         ]
         hits.sort(key=lambda h: (-h.score, h.path))
         return hits[:k]
@@ -72,7 +81,7 @@ class Searcher:
         want = k + _CANDIDATE_MARGIN
         if self._ann is not None:
             rowids = self._ann.search(query, max(want, ANN_CANDIDATES))
-            ann_shas = [s for s in self.store.shas_for_rowids(rowids.tolist()) if s in self.paths]
+            ann_shas = [s for s in self.store.shas_for_rowids(rowids.tolist()) if s is not None]
             if not ann_shas:
                 return [], np.zeros(0)
             return ann_shas, cosine_scores(self.store.vectors_for(ann_shas), query)

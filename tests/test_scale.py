@@ -157,6 +157,9 @@ def test_search_sidecar_matches_exact_and_follows_incremental_embeds(
         for q in queries:
             for k in (1, 5, 50):
                 assert fast.top_k(q, k) == exact.top_k(q, k)
+        assert fast._paths is None  # paths read per query, never all of them
+        some = sorted(exact.paths)[::3]
+        assert store.ok_paths_for(some) == {s: exact.paths[s] for s in some}
 
     # Incremental embed: one image gone, one new; the sidecar follows the store.
     (growing / "moon.png").unlink()
