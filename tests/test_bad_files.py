@@ -106,8 +106,7 @@ def mixed_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     )
     conn = sqlite3.connect(work / "index" / "embedlab.db")
     rows = {
-        r[0]: r[1:]
-        for r in conn.execute("SELECT path, status, error, frames, modality, body_part, sha256 FROM images")
+        r[0]: r[1:] for r in conn.execute("SELECT path, status, error, frames, modality, body_part, sha256 FROM images")
     }
     counts = json.loads(conn.execute("SELECT counts FROM runs WHERE command = 'embed'").fetchone()[0])
     dump = "\n".join(repr(r) for table in ("meta", "images", "runs") for r in conn.execute(f"SELECT * FROM {table}"))
