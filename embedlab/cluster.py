@@ -71,6 +71,8 @@ class WorkerSpec:
     seed: int
     gpu: bool
     decode_threads: int
+    max_pixels: int  # embed --max-pixels: a worker must refuse the files the driver would
+    log_paths: bool
 
 
 def import_ray() -> Any:
@@ -168,8 +170,11 @@ class EmbedWorker:
         import ray
 
         from .backbones import load_backbone, set_determinism
+        from .images import set_log_paths, set_max_pixels
 
         set_determinism(spec.seed)
+        set_max_pixels(spec.max_pixels)
+        set_log_paths(spec.log_paths)
         weights = spec.weights if os.path.isfile(spec.weights) else None
         backbone = load_backbone(spec.backbone, weights, spec.recipe)
         if backbone.weights_sha256 != spec.weights_sha256 or backbone.signature != spec.signature:
@@ -276,7 +281,10 @@ class RayExecutor:
     ) -> Generator[list[Embedded], None, None]:
         if not jobs:
             return
+        from .images import decode_settings
+
         ray, s = self.ray, self.settings
+        max_pixels, log_paths = decode_settings()
         worker = WorkerSpec(
             backbone=spec.name,
             recipe=spec.recipe.name,
@@ -287,6 +295,8 @@ class RayExecutor:
             seed=seed,
             gpu=s.gpus_per_worker > 0,
             decode_threads=s.decode_threads,
+            max_pixels=max_pixels,
+            log_paths=log_paths,
         )
         with self._connected():
             self.pool_size = self._pool_size()

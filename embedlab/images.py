@@ -62,6 +62,11 @@ def set_log_paths(show: bool) -> None:
     _log_paths = bool(show)
 
 
+def decode_settings() -> tuple[int, bool]:
+    """(pixel limit, log paths) as set for this process: what cluster workers must copy."""
+    return _max_pixels, _log_paths
+
+
 @dataclass(frozen=True)
 class ImageFileInfo:
     """What a scan learns from the file system, before any decoding."""

@@ -196,7 +196,8 @@ def _candidate_pools(
             order = np.lexsort((cand[top], -val), axis=-1)
             pool_idx[cand[start:stop], :t] = np.take_along_axis(cand[top], order, axis=1)
             pool_val[cand[start:stop], :t] = np.take_along_axis(val, order, axis=1)
-    # Then the other probed cells, merging only what beats a pool's current worst.
+    # Then the other probed cells, merging only what beats a pool's current worst. An item
+    # lives in one cell and probes each cell once, so no pair is seen twice, nor an item itself.
     for cell in range(lists):
         cand = members[member_bounds[cell] : member_bounds[cell + 1]]
         progress.advance(len(cand), _Progress.PROBES)

@@ -22,7 +22,7 @@ import pytest
 
 from embedlab.backbones import Backbone
 from embedlab.cli import main
-from embedlab.images import scan_images, sha256_file
+from embedlab.images import DEFAULT_MAX_PIXELS, scan_images, set_max_pixels, sha256_file
 from embedlab.indexer import EmbedReport, Job, embed_folder, embed_jobs, write_batch
 from embedlab.store import Store
 
@@ -154,21 +154,27 @@ def test_two_node_cluster_writes_what_a_local_run_writes(
     _save_photos(imgs, ("coffee", "coins", "horse", "moon"))
     shutil.copyfile(imgs / "coffee.png", imgs / "coffee_copy.png")
     (imgs / "broken.png").write_bytes((imgs / "camera.png").read_bytes()[:300])
+    small(skimage_image("rocket"), 160).convert("RGB").save(imgs / "rocket.png")  # above --max-pixels
     capsys.readouterr()
-    argv = ["embed", "--images-dir", "./imgs", "--out", "./viaray", "--json", "--batch-size", "2"]
-    assert main([*argv, "--ray", cluster, "--ray-workers", "2"]) == 0
-    out, err = capsys.readouterr()
+    argv = ["embed", "--images-dir", "./imgs", "--json", "--batch-size", "2", "--max-pixels", "10000"]
+    try:
+        assert main([*argv, "--out", "./viaray", "--ray", cluster, "--ray-workers", "2"]) == 0
+        out, err = capsys.readouterr()
+        assert main([*argv, "--out", "./local"]) == 0
+        capsys.readouterr()
+    finally:
+        set_max_pixels(DEFAULT_MAX_PIXELS)  # the CLI sets it for the whole process
     summary = json.loads(out)
     # Planned on the driver exactly as locally: two files unchanged, the rest sent to the workers,
-    # the copy shares its original's vector, the truncated file is an error row.
-    assert (summary["images"], summary["unchanged"], summary["failed"]) == (8, 2, 1)
+    # the copy shares its original's vector, the truncated file and the one over the workers'
+    # pixel limit (the driver's --max-pixels) are error rows.
+    assert (summary["images"], summary["unchanged"], summary["failed"]) == (9, 2, 2)
     assert summary["embedded_vectors"] == 4
-    assert "6 results from 2 nodes" in err  # both nodes embedded
+    assert "7 results from 2 nodes" in err  # both nodes embedded
     assert "Traceback" not in err
 
-    embed_folder("./imgs", "./local")
     via_ray, local = _store_content(work / "viaray"), _store_content(work / "local")
-    assert len(local[0]) == 6 and len(local[2]) == 8
+    assert len(local[0]) == 6 and len(local[2]) == 9
     assert via_ray[0] == local[0]  # embeddings: same content hashes, same float32 bytes
     assert via_ray[1] == local[1]  # and the same bytes in the sqlite-vec index
     assert via_ray[2] == local[2]  # every images row: metrics, sizes, errors
@@ -178,9 +184,12 @@ def test_two_node_cluster_writes_what_a_local_run_writes(
     assert versions["ray_address"] == cluster and versions["ray"] == metadata.version("ray")
 
     # Nothing new: the cluster is not even needed, as a local re-run would be.
-    assert main([*argv, "--ray", cluster]) == 0
+    try:
+        assert main([*argv, "--out", "./viaray", "--ray", cluster]) == 0
+    finally:
+        set_max_pixels(DEFAULT_MAX_PIXELS)
     again = json.loads(capsys.readouterr()[0])
-    assert (again["unchanged"], again["embedded_vectors"]) == (8, 0)
+    assert (again["unchanged"], again["embedded_vectors"]) == (9, 0)
 
 
 def test_worker_shape_the_cluster_cannot_hold_is_one_line(
