@@ -16,7 +16,8 @@ outside the pool, can be missed (bench/scale.py measures it).
 Probes are per item, not per cell: an item near the border of its cell has
 neighbours in cells that its cell's centroid does not rank near. On a million
 clustered vectors, 40 probes per item reach k-NN recall@10 0.96 where 20 probes
-per cell (each item listed in its 2 nearest cells, the same work) reached 0.84.
+per cell (each item listed in its 2 nearest cells, the same work) reached 0.84;
+the default of 50 reaches 0.965 (docs/BENCHMARKS.md).
 
 Deterministic: the k-means sample, initialisation and iteration count are
 fixed by the seed, and every tie is broken by item position.
@@ -30,7 +31,7 @@ import numpy as np
 
 from .analysis import Neighbourhood
 
-NPROBE = 40  # cells searched per item (1M items, 2,000 cells: recall@10 about 0.96)
+NPROBE = 50  # cells searched per item (1M items, 2,000 cells: 40 gave recall@10 0.956, 60 covers 0.982)
 KMEANS_ITERATIONS = 8
 SAMPLE_PER_LIST = 32  # k-means training rows per cell
 PROJECTED_DIM = 256
