@@ -238,8 +238,9 @@ def _merge(pool_idx: np.ndarray, pool_val: np.ndarray, rows: np.ndarray, idx: np
 
 def _full_scan_pools(proj: np.ndarray, rows: np.ndarray, take: int, block_bytes: int) -> np.ndarray:
     out = np.empty((len(rows), take), dtype=np.int64)
-    for start in _chunks(len(rows), max(1, block_bytes // (16 * len(proj)))):
-        part = rows[start : start + max(1, block_bytes // (16 * len(proj)))]
+    step = max(1, block_bytes // (16 * len(proj)))
+    for start in _chunks(len(rows), step):
+        part = rows[start : start + step]
         scores = proj[part] @ proj.T
         scores[np.arange(len(part)), part] = -np.inf
         out[start : start + len(part)] = np.argpartition(scores, len(proj) - take, axis=1)[:, -take:]

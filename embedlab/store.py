@@ -28,6 +28,7 @@ log = logging.getLogger("embedlab")
 DB_NAME = "embedlab.db"
 LOCK_NAME = "embedlab.lock"  # advisory lock held by the one `embed` writing an index
 _OUR_TABLES = frozenset({"meta", "images", "embeddings", "runs"})
+_IN_CHUNK = 500  # keys per IN (...) list, far below SQLite's bound-parameter limit
 
 
 def _migrations_dir() -> Path:
@@ -159,6 +160,15 @@ class Store:
         if "locked" in text or "busy" in text.lower():
             return StoreError(f"index {self.path} stayed busy (another process is writing): {text}")
         return StoreError(f"index {self.path}: {type(exc).__name__}: {text}")
+
+    def _select_in(self, sql: str, keys: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """Rows of ``sql``, whose ``IN ({marks})`` list takes ``keys``, a chunk of keys at a time
+        (SQLite bounds the number of parameters in one statement)."""
+        rows: list[tuple[Any, ...]] = []
+        for start in range(0, len(keys), _IN_CHUNK):
+            part = list(keys[start : start + _IN_CHUNK])
+            rows += self.execute(sql.format(marks=", ".join("?" * len(part))), part)
+        return rows
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -311,23 +321,12 @@ class Store:
 
     def ok_paths_by_sha(self) -> dict[str, list[str]]:
         """Every embedded content hash with the sorted paths that hold it."""
-        out: dict[str, list[str]] = {}
-        for sha, path in self.execute("SELECT sha256, path FROM images WHERE status = 'ok' ORDER BY sha256, path"):
-            out.setdefault(sha, []).append(path)
-        return out
+        return _group(self.execute("SELECT sha256, path FROM images WHERE status = 'ok' ORDER BY sha256, path"))
 
     def ok_paths_for(self, shas: Sequence[str]) -> dict[str, list[str]]:
         """``ok_paths_by_sha`` restricted to ``shas``: a few indexed reads instead of every row."""
-        out: dict[str, list[str]] = {}
-        for start in range(0, len(shas), 500):
-            part = list(shas[start : start + 500])
-            marks = ", ".join("?" * len(part))
-            for sha, path in self.execute(
-                f"SELECT sha256, path FROM images WHERE status = 'ok' AND sha256 IN ({marks}) ORDER BY sha256, path",
-                part,
-            ):
-                out.setdefault(sha, []).append(path)
-        return out
+        sql = "SELECT sha256, path FROM images WHERE status = 'ok' AND sha256 IN ({marks}) ORDER BY sha256, path"
+        return _group(self._select_in(sql, shas))  # a hash's paths all fall in its own chunk, sorted
 
     def roots(self) -> dict[str, str]:
         """path -> the --images-dir it was indexed from."""
@@ -437,23 +436,13 @@ class Store:
 
     def vectors_for(self, shas: Sequence[str]) -> np.ndarray:
         """Stored vectors for the given hashes, in that order."""
-        found = dict(
-            self.execute(
-                f"SELECT sha256, vector FROM embeddings WHERE sha256 IN ({', '.join('?' for _ in shas)})", shas
-            )
-        )
+        found = dict(self._select_in("SELECT sha256, vector FROM embeddings WHERE sha256 IN ({marks})", shas))
         return np.stack([np.frombuffer(found[s], dtype="<f4") for s in shas]).astype(np.float32)
 
     def vectors_by_sha(self, shas: Sequence[str]) -> dict[str, np.ndarray]:
         """Stored vectors of those hashes that have one (queries the index has already seen)."""
-        found: dict[str, np.ndarray] = {}
-        for start in range(0, len(shas), 500):  # stay under SQLite's bound-parameter limit
-            chunk = shas[start : start + 500]
-            rows = self.execute(
-                f"SELECT sha256, vector FROM embeddings WHERE sha256 IN ({', '.join('?' for _ in chunk)})", chunk
-            )
-            found.update((s, np.frombuffer(v, dtype="<f4").astype(np.float32)) for s, v in rows)
-        return found
+        rows = self._select_in("SELECT sha256, vector FROM embeddings WHERE sha256 IN ({marks})", shas)
+        return {s: np.frombuffer(v, dtype="<f4").astype(np.float32) for s, v in rows}
 
     # -- report and info ---------------------------------------------------------
 
@@ -544,12 +533,17 @@ class Store:
 
     def shas_for_rowids(self, rowids: Sequence[int]) -> list[str | None]:
         """sha256 of each `embeddings` rowid, in order (None for a rowid gone since)."""
-        found: dict[int, str] = {}
-        for start in range(0, len(rowids), 500):
-            part = [int(r) for r in rowids[start : start + 500]]
-            marks = ", ".join("?" * len(part))
-            found.update(self.execute(f"SELECT rowid, sha256 FROM embeddings WHERE rowid IN ({marks})", part))
-        return [found.get(int(r)) for r in rowids]
+        keys = [int(r) for r in rowids]
+        found = dict(self._select_in("SELECT rowid, sha256 FROM embeddings WHERE rowid IN ({marks})", keys))
+        return [found.get(r) for r in keys]
+
+
+def _group(rows: Iterable[tuple[Any, ...]]) -> dict[str, list[str]]:
+    """(sha256, path) rows, in order, as sha256 -> its paths."""
+    out: dict[str, list[str]] = {}
+    for sha, path in rows:
+        out.setdefault(sha, []).append(path)
+    return out
 
 
 def _matrix(blobs: list[bytes]) -> np.ndarray:
