@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
@@ -45,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from embedlab import ann  # noqa: E402
 from embedlab.analysis import load_for_analysis, neighbours, report  # noqa: E402
+from embedlab.provenance import peak_rss_mib  # noqa: E402
 from embedlab.search import ANN_CANDIDATES, Searcher  # noqa: E402
 from embedlab.store import Store  # noqa: E402
 
@@ -155,15 +155,8 @@ def machine() -> str:
 
 
 def peak_rss_gib() -> float:
-    """This process's peak resident memory. VmHWM, not ru_maxrss: Linux carries ru_maxrss over
-    fork and exec, so a child started by a process holding gigabytes would report the parent's."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 2**20
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    """This process's own peak memory (embedlab's run metric; see provenance.peak_rss_mib)."""
+    return (peak_rss_mib() or 0.0) / 1024
 
 
 def load() -> str:

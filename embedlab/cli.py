@@ -20,7 +20,7 @@ from .cluster import LOCAL, ClusterError
 from .descriptor import RECIPES
 from .images import DEFAULT_MAX_PIXELS, ImageError, display_root, path_token, scan_images, set_log_paths, set_max_pixels
 from .progress import Progress
-from .provenance import versions
+from .provenance import peak_rss_mib, versions
 from .registry import BACKBONES, BackboneError
 from .search import ANN_CHOICES
 from .store import Store, StoreError
@@ -503,13 +503,8 @@ def _record_run(store: Store, command: str, started: float, metrics: dict[str, A
 
 
 def _process_metrics() -> dict[str, Any]:
-    """Peak resident memory of this process, in MiB (Linux reports KiB, macOS bytes)."""
-    try:
-        import resource
-    except ImportError:  # Windows
-        return {}
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"peak_rss_mib": round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)}
+    peak = peak_rss_mib()
+    return {} if peak is None else {"peak_rss_mib": round(peak, 1)}
 
 
 def _store_metrics(index: str, run_id: int, metrics: dict[str, Any]) -> None:

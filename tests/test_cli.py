@@ -379,3 +379,13 @@ def test_wheel_carries_the_migrations_the_command_and_the_pins(tmp_path: Path) -
     assert "embedlab/__main__.py" in names and "embedlab = embedlab.cli:main" in entry
     pins = [ln.strip() for ln in (ROOT / "requirements.txt").read_text().splitlines() if ln.strip()[:1].isalpha()]
     assert pins and all(f"Requires-Dist: {pin}" in meta for pin in pins)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux carries ru_maxrss over fork and exec")
+def test_peak_memory_metric_is_the_process_own_not_its_parents() -> None:
+    """A command started by a process holding much memory (a pipeline, a benchmark) must not
+    report that parent's peak as its own, as ru_maxrss would."""
+    held = np.ones(512 * 2**20 // 8)  # 512 MiB resident in this (parent) process
+    code = "from embedlab.provenance import peak_rss_mib; print(peak_rss_mib())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert held.sum() > 0 and 1 < float(out) < 256  # a bare interpreter: tens of MiB
