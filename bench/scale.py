@@ -280,11 +280,8 @@ def bench_size(n: int, args: argparse.Namespace, work: Path) -> dict[str, object
             if args.reuse_sidecar and ann.sidecar_path(store).is_file():
                 row[f"ann_{dtype}_build_s"] = None  # built by an earlier run; `search` checks it is in sync
             else:
-                ann.remove_sidecar(store)
-                if args.build_threads == 1:
-                    ann.open_synced(store, dtype)  # embedlab's own path: one thread, reproducible bytes
-                else:
-                    build_sidecar(store, dtype, args.build_threads)
+                ann.remove_sidecar(store)  # embedlab's own build; one thread unless --build-threads
+                ann.open_synced(store, dtype, threads=args.build_threads)
                 row[f"ann_{dtype}_build_s"] = time.perf_counter() - t0
             row[f"ann_{dtype}_bytes_per_vector"] = ann.sidecar_path(store).stat().st_size / n
             t0 = time.perf_counter()
@@ -298,17 +295,6 @@ def bench_size(n: int, args: argparse.Namespace, work: Path) -> dict[str, object
         shutil.rmtree(folder, ignore_errors=True)
     log(json.dumps(row, default=str))
     return row
-
-
-def build_sidecar(store: Store, dtype: str, threads: int) -> None:
-    """The sidecar embedlab would build (same graph settings, keys, file and meta), on several
-    threads: only to shorten the 1M measurement. `search` then opens it as its own."""
-    index = ann._new_index(int(store.meta()["dim"]), dtype)
-    for keys, vectors in store.iter_vectors_by_rowid(0, CHUNK):
-        index.add(keys, vectors, threads=threads)
-        log(f"  sidecar: {len(index):,} vectors")
-    index.save(str(ann.sidecar_path(store)))
-    store.set_meta(ann_dtype=dtype)
 
 
 def faiss_flat(mix: Mixture, n: int, queries: np.ndarray, truth: np.ndarray, repeat: int) -> tuple[float, float]:

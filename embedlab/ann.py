@@ -77,11 +77,12 @@ class AnnIndex:
         return np.asarray(matches.keys, dtype=np.int64)
 
 
-def open_synced(store: Store, dtype: str | None = None) -> AnnIndex:
+def open_synced(store: Store, dtype: str | None = None, *, threads: int = 1) -> AnnIndex:
     """The store's sidecar, brought level with `embeddings` first (built when missing).
 
     ``dtype`` (f16, i8, f32) applies when the sidecar is (re)built; an existing
-    sidecar of another dtype is rebuilt.
+    sidecar of another dtype is rebuilt. ``threads`` above 1 builds faster but not
+    reproducibly (benchmarks only; embedlab's commands build on one).
     """
     if not available():
         raise StoreError("the fast search path needs the usearch package: pip install usearch==2.26.6")
@@ -103,7 +104,7 @@ def open_synced(store: Store, dtype: str | None = None) -> AnnIndex:
         return AnnIndex(index, want)
     if index is not None:
         index = Index.restore(str(path), view=False)  # a viewed file cannot change
-    index = _sync(store, index, rowids, dim, want)
+    index = _sync(store, index, rowids, dim, want, threads)
     tmp = path.with_name(path.name + ".tmp")
     index.save(str(tmp))
     os.replace(tmp, path)
@@ -127,7 +128,7 @@ def _same_keys(index: Any, rowids: np.ndarray) -> bool:
     return len(index) == len(rowids) and bool(np.array_equal(_keys(index), rowids))
 
 
-def _sync(store: Store, index: Any, rowids: np.ndarray, dim: int, dtype: str) -> Any:
+def _sync(store: Store, index: Any, rowids: np.ndarray, dim: int, dtype: str, threads: int) -> Any:
     """Add the rows `embeddings` holds and the graph lacks; drop the ones it no longer holds."""
     have = _keys(index) if index is not None else np.zeros(0, np.int64)
     gone = np.setdiff1d(have, rowids)
@@ -143,5 +144,5 @@ def _sync(store: Store, index: Any, rowids: np.ndarray, dim: int, dtype: str) ->
         for keys, vectors in store.iter_vectors_by_rowid(int(missing[0]), _CHUNK):
             keep = np.isin(keys, missing)
             if keep.any():
-                index.add(keys[keep], vectors[keep], threads=1)
+                index.add(keys[keep], vectors[keep], threads=threads)
     return index
