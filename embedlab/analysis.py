@@ -9,21 +9,24 @@ Above it, `embedlab.ivf` builds an approximate k-NN graph with exact scores.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .duplicates import CANDIDATE_K, Group, Link, Verifier, build_groups, candidate_pairs
 from .search import SCORE_DECIMALS
 
 if TYPE_CHECKING:
+    from .evidence import Evidence
     from .store import Store
 
 DEFAULT_MEMORY_MB = 1024  # working memory for similarity blocks
 EXACT_MAX_ITEMS = 20_000  # above this, `analyze` uses the k-NN graph of embedlab.ivf
 FLOAT16_ABOVE_BYTES = 2 << 30  # hold vectors as float16 when float32 would take more (1M x 1347: 5.4 GB)
 _LOAD_CHUNK = 8192
+EvidenceLoader = Callable[[Sequence[int]], dict[int, "Evidence"]]
 
 # Quality flags from the metrics stored at embed time. A flagged image is
 # "broken" in a way isolation alone misses: blank or tiny images look alike to
@@ -59,6 +62,16 @@ def load_for_analysis(store: Store) -> tuple[list[str], np.ndarray]:
         matrix[len(shas) : len(shas) + len(part)] = part
         shas.extend(part_shas[: len(part)])
     return shas, matrix[: len(shas)]
+
+
+def evidence_loader(store: Store, shas: Sequence[str]) -> EvidenceLoader:
+    """Evidence of analysed items by row index, read from the store when verification needs it."""
+
+    def load(items: Sequence[int]) -> dict[int, Evidence]:
+        found = store.evidence_for([shas[i] for i in items])
+        return {i: found[shas[i]] for i in items if shas[i] in found}
+
+    return load
 
 
 def block_rows(n: int, block_bytes: int) -> int:
@@ -151,18 +164,6 @@ def components(n_items: int, pairs: list[tuple[int, int, float]]) -> np.ndarray:
     return np.array([uf.find(i) for i in range(n_items)], dtype=np.int64)
 
 
-def duplicate_groups(n_items: int, pairs: list[tuple[int, int, float]], paths: list[list[str]]) -> list[list[str]]:
-    """Connected components of the >= threshold graph, expanded to paths.
-
-    Items holding several paths (byte-identical copies) group on their own.
-    """
-    members: dict[int, list[str]] = {}
-    for item, root in enumerate(components(n_items, pairs)):
-        members.setdefault(int(root), []).extend(paths[item])
-    groups = [sorted(g) for g in members.values() if len(g) >= 2]
-    return sorted(groups)
-
-
 def isolation_scores(hood: Neighbourhood) -> np.ndarray:
     """Mean cosine distance to the k nearest other items (higher = more isolated)."""
     if hood.sim.shape[1] == 0:
@@ -187,6 +188,9 @@ def quality_flags(metrics: dict[str, Any] | None) -> list[str]:
     return flags
 
 
+VERIFY_CHUNK = 20_000  # candidate pairs whose evidence is loaded at once
+
+
 def analyze_vectors(
     matrix: np.ndarray,
     paths: list[list[str]],
@@ -195,26 +199,57 @@ def analyze_vectors(
     anomaly_top: int,
     k: int,
     quality: dict[str, dict[str, Any]] | None = None,
+    evidence: EvidenceLoader | None = None,
     on_rows: Callable[[int], None] | None = None,
     memory_mb: int = DEFAULT_MEMORY_MB,
     approximate: bool | None = None,
 ) -> dict[str, Any]:
     """The `analyze` answer for unit vectors ``matrix`` whose rows hold ``paths``.
 
-    With ``quality`` (path -> stored metrics), an image with any quality flag
-    gains FLAG_PENALTY on top of its isolation score. ``approximate`` picks the
-    k-NN graph of embedlab.ivf (None: above EXACT_MAX_ITEMS items); ``memory_mb``
-    bounds the similarity blocks of either path.
+    Duplicates: each item's nearest neighbours are verified on the evidence that
+    ``evidence(indices)`` loads (embedlab.duplicates); ``threshold`` applies to the
+    verified probability of one picture. Without evidence for a pair, the
+    probability comes from its cosine alone. With ``quality`` (path -> stored
+    metrics), an image with any quality flag gains FLAG_PENALTY on top of its
+    isolation score. ``approximate`` picks the k-NN graph of embedlab.ivf (None:
+    above EXACT_MAX_ITEMS items); ``memory_mb`` bounds the similarity blocks.
     """
-    hood = neighbours(matrix, k, threshold, memory_mb=memory_mb, approximate=approximate, on_rows=on_rows)
-    return report(hood, paths, anomaly_top=anomaly_top, quality=quality)
+    graph_k = max(k, CANDIDATE_K)
+    hood = neighbours(matrix, graph_k, 2.0, memory_mb=memory_mb, approximate=approximate, on_rows=on_rows)
+    candidates = candidate_pairs(hood.index, hood.sim)
+    links = verify_in_chunks(candidates, evidence)
+    anomaly_hood = Neighbourhood(hood.index[:, :k], hood.sim[:, :k], [])
+    return report(anomaly_hood, paths, anomaly_top=anomaly_top, quality=quality, links=links, threshold=threshold)
+
+
+def verify_in_chunks(candidates: list[tuple[int, int, float]], evidence: EvidenceLoader | None) -> list[Link]:
+    """Score every candidate, loading the evidence of VERIFY_CHUNK pairs' items at a time."""
+    links: list[Link] = []
+    for start in range(0, len(candidates), VERIFY_CHUNK):
+        chunk = candidates[start : start + VERIFY_CHUNK]
+        items = sorted({i for i, _, _ in chunk} | {j for _, j, _ in chunk})
+        loaded = evidence(items) if evidence is not None else {}
+        local = {item: n for n, item in enumerate(items)}
+        verifier = Verifier([loaded.get(item) for item in items])
+        for i, j, s in chunk:
+            link = verifier.link(local[i], local[j], s)
+            links.append(replace(link, a=i, b=j))
+    return links
 
 
 def report(
-    hood: Neighbourhood, paths: list[list[str]], *, anomaly_top: int, quality: dict[str, dict[str, Any]] | None
+    hood: Neighbourhood,
+    paths: list[list[str]],
+    *,
+    anomaly_top: int,
+    quality: dict[str, dict[str, Any]] | None,
+    links: list[Link],
+    threshold: float,
 ) -> dict[str, Any]:
-    """Duplicate groups and ranked anomalies from a neighbourhood (exact or approximate)."""
-    groups = duplicate_groups(len(paths), hood.pairs, paths)
+    """Duplicate groups from verified links and ranked anomalies from a neighbourhood (exact or approximate)."""
+    groups = build_groups(len(paths), links, threshold, [len(p) > 1 for p in paths])
+    path_groups = [sorted(p for m in g.members for p in paths[m]) for g in groups]
+    order = sorted(range(len(groups)), key=lambda g: path_groups[g])
     isolation = isolation_scores(hood)
     flags = [quality_flags(quality.get(p[0])) if quality is not None else [] for p in paths]
     scores = isolation + FLAG_PENALTY * np.array([min(len(f), 1) for f in flags], dtype=np.float64)
@@ -240,29 +275,33 @@ def report(
                 }
             )
     return {
-        "duplicate_groups": groups,
-        "duplicate_details": group_details(hood.pairs, paths, groups),
+        "duplicate_groups": [path_groups[g] for g in order],
+        "duplicate_details": [group_details(groups[g], paths) for g in order],
         "anomalies": anomalies,
         "anomaly_details": details,
     }
 
 
-def group_details(
-    pairs: list[tuple[int, int, float]], paths: list[list[str]], groups: list[list[str]]
-) -> list[dict[str, Any]]:
-    """Per group: its weakest and strongest link (similarities that joined it)."""
-    group_of = {path: g for g, members in enumerate(groups) for path in members}
-    links: dict[int, list[float]] = {g: [] for g in range(len(groups))}
-    for i, _, sim in pairs:  # both ends of a pair share a group by construction
-        links[group_of[paths[i][0]]].append(sim)
-    for item_paths in paths:  # byte-identical copies link at exactly 1
-        if len(item_paths) > 1:
-            links[group_of[item_paths[0]]].append(1.0)
-    return [
+def group_details(group: Group, paths: list[list[str]]) -> dict[str, Any]:
+    """One group for people: its representative, weakest and strongest link, and what each link is."""
+    links: list[dict[str, Any]] = [
         {
-            "paths": members,
-            "min_link": round(min(links[g]), SCORE_DECIMALS),
-            "max_link": round(max(links[g]), SCORE_DECIMALS),
+            "a": paths[group.representative][0],
+            "b": paths[link.b if link.a == group.representative else link.a][0],
+            "score": round(link.score, SCORE_DECIMALS),
+            "kind": link.kind,
+            **({"edit": link.edit} if link.edit else {}),
         }
-        for g, members in enumerate(groups)
+        for link in group.links
     ]
+    for member in group.members:  # byte-identical files: one content, linked at exactly 1
+        first, *copies = sorted(paths[member])
+        links.extend({"a": first, "b": copy, "score": 1.0, "kind": "same_bytes"} for copy in copies)
+    scores = [float(link["score"]) for link in links]
+    return {
+        "paths": sorted(p for m in group.members for p in paths[m]),
+        "representative": sorted(paths[group.representative])[0],
+        "min_link": min(scores),
+        "max_link": max(scores),
+        "links": links,
+    }

@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__
 from .ann import DTYPES
@@ -24,6 +24,9 @@ from .provenance import peak_rss_mib, versions
 from .registry import BACKBONES, BackboneError
 from .search import ANN_CHOICES
 from .store import Store, StoreError
+
+if TYPE_CHECKING:
+    from .evidence import Evidence
 
 log = logging.getLogger("embedlab")
 
@@ -427,12 +430,13 @@ def cmd_search(args: argparse.Namespace) -> int:
         backbone = resolve_spec(store, args.backbone, args.weights)
         t0 = time.perf_counter()
         # Queries the index already holds (same bytes) reuse their stored vector: no model load.
-        vectors, model = query_vectors(store, backbone, [q.abspath for q in queries], args.batch_size)
+        evidence: dict[int, Evidence] = {}
+        vectors, model = query_vectors(store, backbone, [q.abspath for q in queries], args.batch_size, evidence)
         embed_seconds = time.perf_counter() - t0
         failed, latencies = 0, []
         with store.snapshot():  # one committed state, even while an embed is writing
             ranker = Ranker(store, Searcher(store, exact=args.exact, ann=args.ann))
-            for query, vec in zip(queries, vectors, strict=True):
+            for n, (query, vec) in enumerate(zip(queries, vectors, strict=True)):
                 record: dict[str, Any] = {"query": query.path}
                 if isinstance(vec, str):
                     log.warning("%s: query skipped, %s", path_token(query.path), vec)
@@ -440,7 +444,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                     failed += 1
                 else:
                     t0 = time.perf_counter()
-                    record["results"] = _ranked_results(ranker, vec, args)
+                    record["results"] = _ranked_results(ranker, vec, args, evidence.get(n))
                     latencies.append(time.perf_counter() - t0)
                     if args.explain:
                         record.update(backbone=backbone.signature, engine=ranker.searcher.engine)
@@ -468,10 +472,14 @@ def cmd_search(args: argparse.Namespace) -> int:
     return EXIT_ERROR if failed == len(queries) else EXIT_OK
 
 
-def _ranked_results(ranker: Any, vec: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """One query's results with the search extras applied: diverse, threshold, explain."""
-    hits = ranker.top_k(vec, args.k, diverse=args.diverse, threshold=args.threshold)
-    results: list[dict[str, Any]] = [{"path": h.path, "score": h.score} for h in hits]
+def _ranked_results(
+    ranker: Any, vec: Any, args: argparse.Namespace, evidence: Evidence | None = None
+) -> list[dict[str, Any]]:
+    """One query's results with the search extras applied: copies first, diverse, threshold, explain."""
+    hits = ranker.top_k(vec, args.k, diverse=args.diverse, threshold=args.threshold, evidence=evidence)
+    results: list[dict[str, Any]] = [
+        {"path": h.path, "score": h.score, **({"copy": h.copy} if h.copy is not None else {})} for h in hits
+    ]
     if args.explain:
         ranks = ranker.exact_ranks(vec)
         for item in results:
@@ -529,7 +537,7 @@ def _print_search(record: dict[str, Any], as_json: bool) -> None:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from .analysis import analyze_vectors, load_for_analysis
+    from .analysis import analyze_vectors, evidence_loader, load_for_analysis
 
     started = time.perf_counter()
     with _open_index(args.index, exact=True) as store:
@@ -547,6 +555,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                 anomaly_top=args.anomaly_top,
                 k=args.k,
                 quality=quality,
+                evidence=evidence_loader(store, shas),
                 on_rows=bar.update,
                 memory_mb=args.memory_mb,
                 approximate={"auto": None, "always": True, "never": False}[args.ann],

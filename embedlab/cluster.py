@@ -29,6 +29,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .evidence import Evidence
+
 if TYPE_CHECKING:
     import pyarrow as pa
 
@@ -118,7 +120,11 @@ def _result_schema() -> pa.Schema:
 
     hints = typing.get_type_hints(ImageRow)
     columns = [(f.name, _arrow_type(hints[f.name])) for f in fields(ImageRow)]
-    return pa.schema([("i", pa.int64()), *columns, ("vector", pa.binary()), ("node", pa.string())])
+    evidence = [*((name, pa.binary()) for name in EVIDENCE_BLOBS), ("ev_size", pa.string())]
+    return pa.schema([("i", pa.int64()), *columns, ("vector", pa.binary()), *evidence, ("node", pa.string())])
+
+
+EVIDENCE_BLOBS = ("ev_thumb", "ev_points", "ev_descriptors")  # Evidence.to_blobs() order
 
 
 def jobs_table(jobs: Sequence[Job]) -> pa.Table:
@@ -146,7 +152,12 @@ def results_table(indices: Sequence[int], results: Sequence[Embedded], node: str
     records = []
     for i, item in zip(indices, results, strict=True):
         vector = None if item.vector is None else np.ascontiguousarray(item.vector, dtype="<f4").tobytes()
-        records.append({"i": i, **asdict(item.row), "vector": vector, "node": node})
+        blobs: dict[str, Any] = dict.fromkeys(EVIDENCE_BLOBS)
+        size = None
+        if item.evidence is not None:
+            blobs = dict(zip(EVIDENCE_BLOBS, item.evidence.to_blobs(), strict=True))
+            size = f"{item.evidence.width}x{item.evidence.height}"
+        records.append({"i": i, **asdict(item.row), "vector": vector, **blobs, "ev_size": size, "node": node})
     return pa.Table.from_pylist(records, schema=_result_schema())
 
 
@@ -160,7 +171,11 @@ def embedded_from_record(record: dict[str, Any], jobs: Sequence[Job]) -> Embedde
     row = ImageRow(**{f.name: record[f.name] for f in fields(ImageRow)})
     blob = record["vector"]
     vector = None if blob is None else np.frombuffer(blob, dtype="<f4").copy()
-    return Embedded(jobs[record["i"]], row, vector)
+    evidence = None
+    if record.get("ev_size"):
+        width, height = (int(v) for v in record["ev_size"].split("x"))
+        evidence = Evidence.from_blobs(width, height, *(record[name] for name in EVIDENCE_BLOBS))
+    return Embedded(jobs[record["i"]], row, vector, evidence)
 
 
 class EmbedWorker:

@@ -25,6 +25,8 @@ import numpy as np
 from PIL import Image
 
 from .descriptor import DEFAULT_RECIPE
+from .evidence import Evidence
+from .evidence import compute as compute_evidence
 from .images import (
     ImageError,
     ImageFileInfo,
@@ -140,6 +142,7 @@ class Embedded:
     job: Job
     row: ImageRow
     vector: np.ndarray | None
+    evidence: Evidence | None = None
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,7 @@ class DecodedJob:
     job: Job
     row: ImageRow
     prepared: Prepared | None
+    evidence: Evidence | None = None
 
 
 def decode_job(backbone: Backbone, root: str, job: Job) -> DecodedJob:
@@ -157,6 +161,7 @@ def decode_job(backbone: Backbone, root: str, job: Job) -> DecodedJob:
     try:
         image = decode(info.abspath)
         prepared = backbone.prepare(image.rgb)
+        evidence = compute_evidence(image.rgb)
     except ImageError as exc:
         return DecodedJob(job, _error_row(info, root, job.sha256, str(exc)), None)
     row = ImageRow(
@@ -175,7 +180,7 @@ def decode_job(backbone: Backbone, root: str, job: Job) -> DecodedJob:
         body_part=image.body_part,
         **quality_metrics(image.rgb),  # type: ignore[arg-type]
     )
-    return DecodedJob(job, row, prepared)
+    return DecodedJob(job, row, prepared, evidence)
 
 
 def embed_decoded(backbone: Backbone, decoded: Sequence[DecodedJob]) -> list[Embedded]:
@@ -193,7 +198,7 @@ def embed_decoded(backbone: Backbone, decoded: Sequence[DecodedJob]) -> list[Emb
             out.append(Embedded(job, replace(twin, path=row.path, size=row.size, mtime_ns=row.mtime_ns), None))
             continue
         first[job.sha256] = len(out)
-        out.append(Embedded(job, row, None))
+        out.append(Embedded(job, row, None, item.evidence))
         to_embed.append((len(out) - 1, item.prepared))
     if to_embed:
         for (slot, _), vec in zip(to_embed, backbone.vectors([p for _, p in to_embed]), strict=True):
@@ -355,7 +360,9 @@ def _plan(
     rehash: bool = False,
 ) -> tuple[list[ImageRow], list[Job]]:
     """Split the scan into rows that reuse a stored vector and files that need the model."""
-    have_vectors = store.embedded_shas()
+    # A content counts as embedded when it has both its vector and this version's evidence;
+    # an index written before evidence existed gets it on the next embed.
+    have_vectors = store.embedded_shas() & store.shas_with_evidence()
     reused_rows: list[ImageRow] = []
     jobs: list[Job] = []
     for info in files:
@@ -471,6 +478,7 @@ def write_batch(
     rows: list[ImageRow] = []
     shas: list[str] = []
     vectors: list[np.ndarray] = []
+    evidence: list[Evidence] = []
     batch_rows: dict[str, ImageRow] = {}
     for item in results:
         info, row = item.job.info, item.row
@@ -491,9 +499,14 @@ def write_batch(
             batch_rows[row.sha256] = row
             shas.append(row.sha256)
             vectors.append(item.vector)
+            if item.evidence is not None:
+                evidence.append(item.evidence)
+    if len(evidence) != len(vectors):  # every vector this version writes has its evidence
+        raise RuntimeError("a worker returned a vector without its same-picture evidence")
     with store.transaction():
         if vectors:
             store.insert_vectors(shas, np.stack(vectors), run_id)
+            store.insert_evidence(shas, evidence)
         store.upsert_images(rows, run_id)
     done.update(batch_rows)
     report.embedded_vectors += len(vectors)
@@ -526,7 +539,11 @@ def embed_paths(backbone: Backbone, paths: Sequence[Path], batch_size: int = 32)
 
 
 def query_vectors(
-    store: Store, spec: BackboneSpec, paths: Sequence[Path], batch_size: int = 32
+    store: Store,
+    spec: BackboneSpec,
+    paths: Sequence[Path],
+    batch_size: int = 32,
+    evidence: dict[int, Evidence] | None = None,
 ) -> tuple[list[np.ndarray | str], Backbone | None]:
     """Vectors for query files: the stored one for content the index already holds, else the model's.
 
@@ -534,6 +551,8 @@ def query_vectors(
     (vectors are deterministic), so a query batch the index has seen loads no
     model at all; otherwise the model is loaded once for the new files.
     Returns the vectors (or per-file errors) and the model, if one was loaded.
+    ``evidence``, when given, is filled with each readable query's same-picture
+    evidence (stored, or computed from the pixels decoded for the model).
     """
     out: list[np.ndarray | str] = [""] * len(paths)
     shas: dict[int, str] = {}
@@ -547,6 +566,9 @@ def query_vectors(
     for i, sha in shas.items():
         if sha in stored:
             out[i] = stored[sha]
+    if evidence is not None:
+        known = store.evidence_for(sorted({sha for sha in shas.values() if sha in stored}))
+        evidence.update({i: known[sha] for i, sha in shas.items() if sha in known})
     backbone = None
     for start in range(0, len(missing), max(1, batch_size)):
         images: dict[int, Image.Image] = {}
@@ -560,4 +582,6 @@ def query_vectors(
             vectors = backbone.vectors([backbone.prepare(rgb) for rgb in images.values()])
             for i, vec in zip(images, vectors, strict=True):
                 out[i] = vec
+            if evidence is not None:
+                evidence.update({i: compute_evidence(rgb) for i, rgb in images.items()})
     return out, backbone

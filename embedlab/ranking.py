@@ -7,13 +7,21 @@ query for dissimilarity to what is already picked.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
+from .duplicates import MODEL
+from .evidence import Evidence
 from .search import SCORE_DECIMALS, Hit, Searcher, cosine_scores
 from .store import Store
+from .verify import measure, normalised_thumb
 
 # How many candidates MMR chooses from, per result wanted.
 POOL_FACTOR = 4
+# Candidates verified against a query's own evidence; a verified copy of the query comes first.
+COPY_POOL = 20
+COPY_THRESHOLD = 0.5
 
 
 def mmr_order(query_sims: np.ndarray, pairwise: np.ndarray, k: int, lam: float) -> list[int]:
@@ -46,14 +54,26 @@ class Ranker:
         self._exact: tuple[list[str], np.ndarray] | None = None
 
     def top_k(
-        self, query: np.ndarray, k: int, *, diverse: float | None = None, threshold: float | None = None
+        self,
+        query: np.ndarray,
+        k: int,
+        *,
+        diverse: float | None = None,
+        threshold: float | None = None,
+        evidence: Evidence | None = None,
     ) -> list[Hit]:
         """Top k, or with ``diverse`` (MMR's lambda) k picked by MMR among the best candidates.
 
         ``threshold`` drops results below it first, so MMR never trades a
         relevant result for an unrelated one (a blank image is novel too).
+        With the query's ``evidence``, the best COPY_POOL candidates are verified
+        against it and verified copies (P >= COPY_THRESHOLD) move to the front,
+        most certain first, each with its ``copy`` probability.
         """
         floor = -np.inf if threshold is None else threshold
+        if evidence is not None and diverse is None:
+            pool = [h for h in self.searcher.top_k(query, max(k, COPY_POOL)) if h.score >= floor]
+            return self._copies_first(pool, evidence)[:k]
         if diverse is None:
             return [h for h in self.searcher.top_k(query, k) if h.score >= floor]
         pool = [h for h in self.searcher.top_k(query, max(k * POOL_FACTOR, k + 16)) if h.score >= floor]
@@ -63,6 +83,28 @@ class Ranker:
         sims = np.array([h.score for h in pool], dtype=np.float64)
         order = mmr_order(sims, cosine_scores(vectors, vectors.T), k, diverse)
         return [pool[i] for i in order]
+
+    def _copies_first(self, pool: list[Hit], evidence: Evidence) -> list[Hit]:
+        shas = [self.sha_of[h.path] for h in pool]
+        stored = self.store.evidence_for(sorted(set(shas)))
+        query_norm = normalised_thumb(evidence.thumb)
+        verified: dict[str, float] = {}
+        for sha, hit in zip(shas, pool, strict=True):
+            if sha in verified or sha not in stored:
+                continue
+            other_norm = normalised_thumb(stored[sha].thumb)
+            measured = measure(
+                evidence, stored[sha], hit.score, query_norm[0], other_norm[0], query_norm[1] and other_norm[1]
+            )
+            verified[sha] = float(MODEL.probability([measured])[0])
+        copies = [
+            replace(h, copy=round(verified[s], SCORE_DECIMALS))
+            for h, s in zip(pool, shas, strict=True)
+            if verified.get(s, 0.0) >= COPY_THRESHOLD
+        ]
+        copies.sort(key=lambda h: (-(h.copy or 0.0), -h.score, h.path))
+        rest = [h for h, s in zip(pool, shas, strict=True) if verified.get(s, 0.0) < COPY_THRESHOLD]
+        return copies + rest
 
     def exact_ranks(self, query: np.ndarray) -> dict[str, int]:
         """Every indexed path's 1-based rank in a full exact scan (ties by path, as `search`)."""

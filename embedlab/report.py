@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .analysis import BLANK_CONTRAST, EXTREME_ASPECT, LOW_ENTROPY_BITS, TINY_SIDE, analyze_vectors
+from .analysis import BLANK_CONTRAST, EXTREME_ASPECT, LOW_ENTROPY_BITS, TINY_SIDE, analyze_vectors, evidence_loader
 from .images import ImageError, decode
 from .progress import Progress
 from .search import SCORE_DECIMALS, cosine_scores
@@ -304,6 +304,7 @@ def build_report(store: Store, options: ReportOptions, *, title: str = "embedlab
             anomaly_top=options.anomaly_top,
             k=options.anomaly_k,
             quality=store.quality(),
+            evidence=evidence_loader(store, shas),
             on_rows=bar.update,
         )
     row_of = {p: i for i, item in enumerate(paths) for p in item}

@@ -32,6 +32,7 @@ ANN_CHOICES = ("auto", "always", "never")
 class Hit:
     path: str
     score: float
+    copy: float | None = None  # P(same picture as the query), for a verified copy
 
 
 def cosine_scores(matrix: np.ndarray, query: np.ndarray) -> np.ndarray:

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from .evidence import EVIDENCE_VERSION, Evidence
+
 log = logging.getLogger("embedlab")
 
 DB_NAME = "embedlab.db"
@@ -372,11 +374,38 @@ class Store:
             )
         ]
         self.executemany("DELETE FROM embeddings WHERE sha256 = ?", ([s] for s in orphans))
+        self.execute("DELETE FROM evidence WHERE sha256 NOT IN (SELECT sha256 FROM embeddings)")
         if self.vec_loaded and self._vec_table_exists():
             self.executemany(f"DELETE FROM {VEC_TABLE} WHERE sha256 = ?", ([s] for s in orphans))
         elif orphans:
             self.set_meta(vec_index_stale="1")
         return len(orphans)
+
+    # -- same-picture evidence ------------------------------------------------------
+
+    def shas_with_evidence(self) -> set[str]:
+        """Contents whose evidence the current evidence version computed."""
+        return {r[0] for r in self.execute("SELECT sha256 FROM evidence WHERE version = ?", (EVIDENCE_VERSION,))}
+
+    def insert_evidence(self, shas: Sequence[str], items: Sequence[Evidence]) -> None:
+        rows = []
+        for sha, ev in zip(shas, items, strict=True):
+            thumb, points, descriptors = ev.to_blobs()
+            rows.append((sha, EVIDENCE_VERSION, ev.width, ev.height, thumb, len(ev.points), points, descriptors))
+        self.executemany(
+            "INSERT OR REPLACE INTO evidence(sha256, version, width, height, thumb, keypoints, points, descriptors)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+    def evidence_for(self, shas: Sequence[str]) -> dict[str, Evidence]:
+        """Stored evidence of these contents (of the current version); absent ones are left out."""
+        rows = self._select_in(
+            "SELECT sha256, width, height, thumb, points, descriptors FROM evidence"
+            f" WHERE version = {EVIDENCE_VERSION} AND sha256 IN ({{marks}})",
+            shas,
+        )
+        return {r[0]: Evidence.from_blobs(*r[1:]) for r in rows}
 
     def _vec_table_exists(self) -> bool:
         return bool(self.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (VEC_TABLE,)))

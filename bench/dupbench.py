@@ -1,0 +1,188 @@
+"""Same-picture benchmark: embedlab's verified duplicates against plain cosine and the peers, on both halves.
+
+    python bench/dupset.py                       # build the collection once (bench/.cache/dupset)
+    python bench/dupbench.py --fit               # fit the verifier's model on the tune half, print it
+    python bench/dupbench.py                     # report: tune and holdout halves, peers side by side
+
+The collection is split by source image; the model constants shipped in
+embedlab/duplicates.py come from ``--fit`` on the tune half only, so the
+holdout columns are the result. Markdown on stdout, progress on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from embedlab import duplicates as dup  # noqa: E402
+from embedlab.analysis import neighbourhood  # noqa: E402
+from embedlab.indexer import embed_folder  # noqa: E402
+from embedlab.store import Store  # noqa: E402
+from embedlab.verify import Model, PairEvidence  # noqa: E402
+
+CACHE = ROOT / "bench" / ".cache"
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def load_half(half: str, dataset: Path, recipe: str) -> dict[str, Any]:
+    """Embed one half (reusing its index when the folder is unchanged) and load what analysis needs."""
+    images = dataset / half / "images"
+    truth = json.loads((dataset / half / "truth.json").read_text())
+    index = CACHE / "dupbench" / f"{half}-{recipe}"
+    t0 = time.perf_counter()
+    embed_folder(str(images), str(index), recipe=recipe)
+    log(f"{half}: embedded in {time.perf_counter() - t0:.1f} s")
+    with Store(index) as store:
+        shas, matrix = store.load_vectors(through_vec=False)
+        by_sha = store.ok_paths_by_sha()
+        evidence = store.evidence_for(shas)
+    prefix = len(str(images)) + 1
+    paths = [sorted(p[prefix:] if p.startswith(str(images)) else p for p in by_sha[s]) for s in shas]
+    return {
+        "truth": truth,
+        "matrix": matrix,
+        "paths": paths,
+        "evidence": [evidence.get(s) for s in shas],
+        "images": images,
+    }
+
+
+def true_group_of(truth: dict[str, Any]) -> dict[str, int]:
+    return {p: g["id"] for g in truth["duplicate_groups"] for p in g["paths"]}
+
+
+def item_label(paths_a: list[str], paths_b: list[str], group_of: dict[str, int]) -> bool:
+    ga = {group_of[p] for p in paths_a if p in group_of}
+    return any(group_of.get(p) in ga for p in paths_b)
+
+
+def candidates_for(data: dict[str, Any], k: int, floor: float) -> list[tuple[int, int, float]]:
+    hood = neighbourhood(data["matrix"], k, 2.0)
+    return dup.candidate_pairs(hood.index, hood.sim, k=k, floor=floor)
+
+
+def measured_pairs(data: dict[str, Any], cands: list[tuple[int, int, float]]) -> list[PairEvidence | None]:
+    verifier = dup.Verifier(data["evidence"])
+    return [verifier.pair(i, j, s) for i, j, s in cands]
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, iters: int = 50) -> tuple[np.ndarray, float]:
+    """Newton's method on the L2-penalised log-likelihood (bias unpenalised)."""
+    xb = np.hstack([x, np.ones((len(x), 1))])
+    w = np.zeros(xb.shape[1])
+    penalty = np.full(xb.shape[1], l2)
+    penalty[-1] = 0.0
+    for _ in range(iters):
+        p = 1.0 / (1.0 + np.exp(-(xb @ w)))
+        grad = xb.T @ (p - y) + penalty * w
+        hess = (xb * (p * (1 - p))[:, None]).T @ xb + np.diag(penalty)
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return w[:-1], float(w[-1])
+
+
+def groups_as_paths(data: dict[str, Any], groups: list[dup.Group]) -> list[list[str]]:
+    return sorted(sorted(p for m in g.members for p in data["paths"][m]) for g in groups)
+
+
+def embedlab_groups(data: dict[str, Any], threshold: float, k: int, floor: float) -> list[list[str]]:
+    cands = candidates_for(data, k, floor)
+    links = dup.verify_candidates(cands, data["evidence"])
+    multi = [len(p) > 1 for p in data["paths"]]
+    return groups_as_paths(data, dup.build_groups(len(data["paths"]), links, threshold, multi))
+
+
+def cmd_fit(data: dict[str, Any], k: int, floor: float) -> Model:
+    group_of = true_group_of(data["truth"])
+    cands = candidates_for(data, k, floor)
+    measured = measured_pairs(data, cands)
+    keep = [
+        (m, item_label(data["paths"][i], data["paths"][j], group_of))
+        for (i, j, _), m in zip(cands, measured, strict=True)
+    ]
+    keep = [(m, y) for m, y in keep if m is not None]
+    x = np.stack([m.features() for m, _ in keep])
+    y = np.array([float(v) for _, v in keep])
+    w, b = fit_logistic(x, y)
+    log(f"fit on {len(y)} candidate pairs ({int(y.sum())} true)")
+    return Model(tuple(round(float(v), 4) for v in w), round(b, 4))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", type=Path, default=CACHE / "dupset")
+    parser.add_argument("--fit", action="store_true", help="fit the verifier's model on the tune half and print it")
+    parser.add_argument("--threshold", type=float, default=0.92)
+    parser.add_argument("--k", type=int, default=dup.CANDIDATE_K)
+    parser.add_argument("--floor", type=float, default=dup.CANDIDATE_COSINE)
+    parser.add_argument("--halves", default="tune,holdout")
+    parser.add_argument("--peers", default="phash,imagededup,fastdup,cosine")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("SENTRY_OPT_OUT", "1")
+
+    if args.fit:
+        model = cmd_fit(load_half("tune", args.dataset, "plain"), args.k, args.floor)
+        print(model)
+        return 0
+
+    from dupscore import markdown_table, score_groups
+
+    for half in args.halves.split(","):
+        data = load_half(half, args.dataset, "plain")
+        rows: dict[str, dict[str, Any]] = {}
+        t0 = time.perf_counter()
+        rows["embedlab"] = score_groups(data["truth"], embedlab_groups(data, args.threshold, args.k, args.floor))
+        rows["embedlab"]["seconds"] = round(time.perf_counter() - t0, 1)
+        rows |= peer_rows(data, args.peers.split(","), half)
+        print(f"\n### {half} half ({len(data['truth']['images'])} images)\n")
+        print(markdown_table(rows))
+    return 0
+
+
+def peer_rows(data: dict[str, Any], peers: list[str], half: str) -> dict[str, dict[str, Any]]:
+    import peers as peer_lib
+    from dupscore import score_groups
+
+    rows: dict[str, dict[str, Any]] = {}
+    for name in peers:
+        t0 = time.perf_counter()
+        if name == "cosine":
+            flat = [p[0] for p in data["paths"]]
+            groups = peer_lib.cosine_groups(flat, data["matrix"], 0.92)
+            # Byte-identical copies share one row: put their other paths back.
+            extra = {p[0]: p for p in data["paths"]}
+            groups = [sorted(q for p in g for q in extra.get(p, [p])) for g in groups]
+            label = "plain cosine 0.92"
+        elif name == "phash":
+            groups, label = peer_lib.phash_groups(data["images"]).groups, "PHash <= 2 bits"
+        elif name == "imagededup":
+            groups, label = peer_lib.imagededup_groups(data["images"]).groups, "imagededup PHash defaults"
+        elif name == "fastdup":
+            work = CACHE / "dupbench" / f"fastdup-{half}"
+            groups, label = peer_lib.fastdup_groups(data["images"], work).groups, "fastdup defaults"
+        else:
+            raise SystemExit(f"unknown peer {name}")
+        rows[label] = score_groups(data["truth"], groups)
+        rows[label]["seconds"] = round(time.perf_counter() - t0, 1)
+        log(f"{half}: {label} done")
+    return rows
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,226 @@
+"""Is it the same picture? Pair verification on stored evidence (embedlab.evidence).
+
+Candidates come from the vectors (each image's nearest neighbours); this module
+decides, for each candidate pair, whether the two contents are one picture
+edited, and says how:
+
+* ``pixels``: the equalised thumbnails agree under one of the eight flips and
+  quarter turns (re-encode, resize, noise, tone or colour edit, mirror, 90/180
+  degree rotation);
+* ``geometry``: ORB keypoints agree under one affine map found by RANSAC, and
+  the thumbnails agree where the map lays one picture on the other (crop, pad,
+  small rotation, stretch, a picture inside a larger canvas, overlays).
+
+The two measurements become one duplicate probability through a logistic model
+whose coefficients were fitted on the tuning half of bench/dupbench.py (a split
+by source image; the other half only reports). Those shipped constants give
+``--dup-threshold`` one meaning: the estimated probability that a pair is one
+picture.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .evidence import THUMB_SIDE, Evidence
+
+# Aspect ratios further apart than this (log ratio) cannot be one picture resized.
+ASPECT_TOLERANCE = 0.12
+RATIO_TEST = 0.8  # Lowe's ratio for a descriptor match
+MIN_MATCHES = 6  # fewer good matches: no geometric fit is tried
+RANSAC_PIXELS = 6.0  # inlier distance in the 512 px frame both keypoint sets live in
+FRAME = 512.0
+MAX_ANISOTROPY = 1.8  # singular-value ratio of the affine map: a stretch of 1.3 passes, a projection does not
+FLAT_STD = 2.0  # grey levels: a thumbnail this flat has no structure to compare
+
+# The eight flips and quarter turns of a square thumbnail, and what they mean for the picture.
+DIHEDRAL: tuple[tuple[str, int, bool], ...] = (
+    ("same", 0, False),
+    ("mirror", 0, True),
+    ("rotation", 1, False),
+    ("rotation", 2, False),
+    ("rotation", 3, False),
+    ("mirror", 1, True),
+    ("mirror", 2, True),
+    ("mirror", 3, True),
+)
+
+
+@dataclass(frozen=True)
+class PairEvidence:
+    """Measurements for one candidate pair, before they become a probability."""
+
+    cosine: float  # the stored vectors' cosine
+    pixel: float  # best NCC of the equalised thumbnails over the dihedral moves (-1: none allowed)
+    pixel_move: str  # "same", "mirror" or "rotation"
+    inliers: int  # RANSAC inliers of the affine keypoint fit (0: no fit)
+    inlier_frac: float  # inliers / keypoints of the sparser image
+    warped: float  # NCC of the thumbnails where the fitted map overlays them (-1: no fit)
+    overlap: float  # share of the smaller picture covered by the other under the map
+    flat: bool  # both thumbnails have no structure (blank images)
+
+    def features(self) -> np.ndarray:
+        """The logistic model's inputs."""
+        return np.array(
+            [
+                self.cosine,
+                _logit_ncc(self.pixel),
+                math.log1p(self.inliers),
+                self.inlier_frac,
+                _logit_ncc(self.warped),
+                self.overlap,
+            ],
+            dtype=np.float64,
+        )
+
+
+def _logit_ncc(value: float) -> float:
+    """Spread correlations near 1, where same-picture and look-alike differ: -log(1 - ncc)."""
+    return -math.log(max(1e-4, 1.0 - max(-1.0, value)))
+
+
+def normalised_thumb(thumb: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Rank-equalised, zero-mean, unit-norm float32 thumbnail; and whether it is flat.
+
+    Ranks make the comparison blind to monotone tone changes (gamma, brightness,
+    contrast); a flat thumbnail is left at zero so it matches nothing by structure.
+    """
+    grey = thumb.astype(np.float64)
+    if grey.std() < FLAT_STD:
+        return np.zeros_like(grey, dtype=np.float32), True
+    ranks = mean_ranks(grey.ravel())
+    centred = ranks - ranks.mean()
+    norm = float(np.linalg.norm(centred))
+    return (centred / norm).reshape(grey.shape).astype(np.float32), False
+
+
+def mean_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks with ties sharing their mean rank, so a flat region carries no order of its own."""
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    starts = np.cumsum(counts) - counts
+    return (starts + (counts - 1) / 2.0)[inverse].astype(np.float64)
+
+
+def _move(thumb: np.ndarray, quarter_turns: int, mirrored: bool) -> np.ndarray:
+    moved = np.fliplr(thumb) if mirrored else thumb
+    return np.rot90(moved, quarter_turns)
+
+
+def pixel_agreement(a: Evidence, b: Evidence, na: np.ndarray, nb: np.ndarray) -> tuple[float, str]:
+    """Best NCC of the normalised thumbnails over the dihedral moves that keep the aspect ratio."""
+    best, how = -1.0, "same"
+    for name, turns, mirrored in DIHEDRAL:
+        b_aspect = b.aspect if turns % 2 == 0 else 1.0 / b.aspect
+        if abs(math.log(a.aspect / b_aspect)) > ASPECT_TOLERANCE:
+            continue
+        score = float(np.vdot(na, _move(nb, turns, mirrored)))
+        if score > best + 1e-9:
+            best, how = score, name
+    return best, how
+
+
+def _frame_scale(e: Evidence) -> np.ndarray:
+    """Normalised [0, 1] coordinates to the common 512 px frame (long side 512)."""
+    s = FRAME / max(e.width, e.height)
+    return np.array([e.width * s, e.height * s], dtype=np.float64)
+
+
+def geometric_agreement(a: Evidence, b: Evidence, na: np.ndarray, nb: np.ndarray) -> tuple[int, float, float, float]:
+    """RANSAC affine fit of b's keypoints onto a's; (inliers, inlier share, warped NCC, overlap)."""
+    import cv2
+
+    if len(a.descriptors) < MIN_MATCHES or len(b.descriptors) < MIN_MATCHES:
+        return 0, 0.0, -1.0, 0.0
+    matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
+    pairs = matcher.knnMatch(b.descriptors, a.descriptors, k=2)
+    good = [m[0] for m in pairs if len(m) == 2 and m[0].distance < RATIO_TEST * m[1].distance]
+    if len(good) < MIN_MATCHES:
+        return 0, 0.0, -1.0, 0.0
+    good.sort(key=lambda m: (m.queryIdx, m.trainIdx))
+    src = b.points[[m.queryIdx for m in good]] * _frame_scale(b)
+    dst = a.points[[m.trainIdx for m in good]] * _frame_scale(a)
+    matrix, mask = cv2.estimateAffine2D(
+        src.astype(np.float32),
+        dst.astype(np.float32),
+        method=cv2.RANSAC,
+        ransacReprojThreshold=RANSAC_PIXELS,
+        maxIters=2000,
+        confidence=0.995,
+        refineIters=10,
+    )
+    if matrix is None or mask is None:
+        return 0, 0.0, -1.0, 0.0
+    inliers = int(mask.sum())
+    singular = np.linalg.svd(matrix[:, :2], compute_uv=False)
+    if inliers < MIN_MATCHES or singular[1] <= 1e-6 or singular[0] / singular[1] > MAX_ANISOTROPY:
+        return 0, 0.0, -1.0, 0.0
+    frac = inliers / min(len(a.descriptors), len(b.descriptors))
+    warped, overlap = _warped_ncc(a, b, na, nb, matrix)
+    return inliers, float(frac), warped, overlap
+
+
+def _warped_ncc(a: Evidence, b: Evidence, na: np.ndarray, nb: np.ndarray, matrix: np.ndarray) -> tuple[float, float]:
+    """Lay one thumbnail onto the other with the fitted map and correlate where they overlap.
+
+    The picture that holds the shared content larger is the one moved (shrinking
+    loses no detail, enlarging a 20-pixel patch does). Also returns the share of
+    the smaller side's content the map covers.
+    """
+    import cv2
+
+    side = float(THUMB_SIDE)
+    to_thumb_a = np.diag([side / _frame_scale(a)[0], side / _frame_scale(a)[1], 1.0])
+    from_thumb_b = np.diag([_frame_scale(b)[0] / side, _frame_scale(b)[1] / side, 1.0])
+    b_to_a = to_thumb_a @ np.vstack([matrix, [0.0, 0.0, 1.0]]) @ from_thumb_b
+    fixed, source = a.thumb, b.thumb
+    shrink = abs(float(np.linalg.det(b_to_a[:2, :2])))
+    if shrink > 1.0:  # b's content is the smaller: move a onto b
+        b_to_a, fixed, source, shrink = np.linalg.inv(b_to_a), b.thumb, a.thumb, 1.0 / shrink
+    moving = source.astype(np.float32)
+    if shrink < 0.8:  # blur before shrinking, or the warp aliases fine texture
+        moving = cv2.GaussianBlur(moving, (0, 0), 0.5 / math.sqrt(shrink))
+    size = (THUMB_SIDE, THUMB_SIDE)
+    moved = cv2.warpAffine(moving, b_to_a[:2], size, flags=cv2.INTER_LINEAR, borderValue=np.nan)
+    valid = np.isfinite(moved)
+    covered = float(valid.mean())
+    # The share of the moved picture that lands inside the fixed one, on an 8x8 grid of its cells.
+    grid = (np.stack(np.meshgrid(np.arange(8) + 0.5, np.arange(8) + 0.5), -1).reshape(-1, 2) * side / 8).T
+    mapped = b_to_a[:2, :2] @ grid + b_to_a[:2, 2:3]
+    inside = float(np.mean((mapped >= 0).all(0) & (mapped < side).all(0)))
+    if valid.sum() < 64:
+        return -1.0, max(covered, inside)
+    return rank_correlation(fixed[valid], moved[valid]), max(covered, inside)
+
+
+def rank_correlation(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman's correlation: blind to any monotone tone change between the two pictures."""
+    rx, ry = mean_ranks(x), mean_ranks(np.round(y, 3))
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    denom = float(np.linalg.norm(rx) * np.linalg.norm(ry))
+    return float(rx @ ry / denom) if denom > 1e-12 else -1.0
+
+
+def measure(a: Evidence, b: Evidence, cosine: float, na: np.ndarray, nb: np.ndarray, flat: bool) -> PairEvidence:
+    """Every measurement of one candidate pair (normalised thumbnails passed in, computed once per item)."""
+    pixel, how = pixel_agreement(a, b, na, nb)
+    inliers, frac, warped, overlap = geometric_agreement(a, b, na, nb)
+    return PairEvidence(cosine, pixel, how, inliers, frac, warped, overlap, flat)
+
+
+@dataclass(frozen=True)
+class Model:
+    """Logistic model over PairEvidence.features(): P(same picture)."""
+
+    weights: tuple[float, ...]
+    bias: float
+
+    def probability(self, pairs: Sequence[PairEvidence]) -> np.ndarray:
+        if not pairs:
+            return np.zeros(0)
+        x = np.stack([p.features() for p in pairs])
+        z = x @ np.asarray(self.weights) + self.bias
+        return 1.0 / (1.0 + np.exp(-z))

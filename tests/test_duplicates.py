@@ -1,0 +1,112 @@
+"""The same-picture judgement: evidence, verification on real pictures, groups that do not chain."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageOps
+
+from embedlab import evidence as ev
+from embedlab.duplicates import Link, Verifier, build_groups, candidate_pairs
+from embedlab.store import Store
+
+SKIMAGE = Path(pytest.importorskip("skimage").__file__).parent / "data"
+
+
+def _photo(name: str) -> Image.Image:
+    return Image.open(SKIMAGE / name).convert("RGB")
+
+
+def _jpeg(img: Image.Image, quality: int) -> Image.Image:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=quality)
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+
+def _canvas(img: Image.Image) -> Image.Image:
+    """The picture at 60 % inside a larger grey window with a title bar."""
+    small = img.resize((img.width * 3 // 5, img.height * 3 // 5))
+    out = Image.new("RGB", (img.width, img.height), (200, 200, 205))
+    ImageDraw.Draw(out).rectangle((0, 0, img.width, 24), fill=(40, 60, 120))
+    out.paste(small, (img.width // 6, img.height // 4))
+    return out
+
+
+EDITS = {
+    "jpeg15": lambda im: _jpeg(im, 15),
+    "mirror": ImageOps.mirror,
+    "rot90": lambda im: im.transpose(Image.Transpose.ROTATE_90),
+    "rot12": lambda im: im.rotate(12, resample=Image.Resampling.BICUBIC),
+    "crop20": lambda im: im.crop((im.width // 5, im.height // 5, im.width * 4 // 5, im.height * 4 // 5)),
+    "down20": lambda im: im.resize((im.width // 5, im.height // 5)).resize(im.size),
+    "gamma16": lambda im: im.point(lambda v: round(255 * (v / 255) ** 1.6)),
+    "canvas": _canvas,
+}
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> ev.Evidence:
+    return ev.compute(_photo("astronaut.png"))
+
+
+@pytest.mark.parametrize("edit", sorted(EDITS))
+def test_an_edited_copy_is_verified_as_the_same_picture(edit: str, astronaut: ev.Evidence) -> None:
+    copy = ev.compute(EDITS[edit](_photo("astronaut.png")))
+    link = Verifier([astronaut, copy]).link(0, 1, cosine=0.7)
+    assert link.score >= 0.92, (edit, link)
+    assert link.kind in {"same_pixels", "edited_copy"}
+
+
+@pytest.mark.parametrize("other", ["camera.png", "coffee.png", "chelsea.png", "rocket.jpg"])
+def test_different_pictures_are_not_the_same_picture(other: str, astronaut: ev.Evidence) -> None:
+    link = Verifier([astronaut, ev.compute(_photo(other))]).link(0, 1, cosine=0.8)
+    assert link.score < 0.5, (other, link)
+
+
+def test_neighbouring_tiles_of_one_texture_are_different_pictures() -> None:
+    brick = Image.open(SKIMAGE / "brick.png").convert("RGB")
+    half = brick.width // 2
+    left, right = brick.crop((0, 0, half, brick.height)), brick.crop((half, 0, 2 * half, brick.height))
+    link = Verifier([ev.compute(left), ev.compute(right)]).link(0, 1, cosine=0.95)
+    assert link.score < 0.5, link
+
+
+def test_evidence_is_deterministic_and_survives_the_store(tmp_path: Path) -> None:
+    photo = _photo("coffee.png")
+    first, second = ev.compute(photo), ev.compute(photo)
+    assert first.to_blobs() == second.to_blobs()
+    assert 0 < len(first.points) <= ev.ORB_FEATURES
+    with Store(tmp_path, create=True) as store:
+        store.insert_evidence(["abc"], [first])
+        back = store.evidence_for(["abc", "missing"])
+    assert set(back) == {"abc"}
+    assert back["abc"].to_blobs() == first.to_blobs()
+    assert (back["abc"].width, back["abc"].height) == photo.size
+
+
+def _link(a: int, b: int, score: float) -> Link:
+    return Link(a, b, score, "edited_copy", None, 0.9)
+
+
+def test_a_chain_does_not_join_its_ends() -> None:
+    # 0~1, 1~2, 2~3, 3~4: a chain. Only items verified against one representative share its group.
+    links = [_link(0, 1, 0.99), _link(1, 2, 0.99), _link(2, 3, 0.99), _link(3, 4, 0.99)]
+    groups = build_groups(5, links, 0.92, [False] * 5)
+    assert [(g.representative, g.members) for g in groups] == [(1, [0, 1, 2]), (3, [3, 4])]
+    for g in groups:
+        assert all(g.representative in (link.a, link.b) for link in g.links)
+
+
+def test_links_below_the_threshold_and_byte_copies() -> None:
+    links = [_link(0, 1, 0.919), _link(2, 3, 0.92)]
+    groups = build_groups(5, links, 0.92, [False, False, False, False, True])
+    assert [g.members for g in groups] == [[2, 3], [4]]
+
+
+def test_candidates_are_unique_nearest_first_and_above_the_floor() -> None:
+    index = np.array([[1, 2], [0, 2], [1, 0]])
+    sim = np.array([[0.9, 0.4], [0.9, 0.8], [0.8, 0.4]])
+    assert candidate_pairs(index, sim, k=2, floor=0.5) == [(0, 1, 0.9), (1, 2, 0.8)]
