@@ -331,10 +331,19 @@ def _one_line(exc: BaseException, path: str | os.PathLike[str]) -> str:
 
 
 def quality_metrics(rgb: Image.Image) -> dict[str, float]:
-    """Cheap content statistics used to explain anomalies (blank, flat, blurry)."""
+    """Cheap content statistics used to explain anomalies (blank, flat, blurry, grey, cut off).
+
+    ``colourfulness`` (Hasler and Suesstrunk's M / 255) tells a greyscale picture
+    from a colour one whatever its file mode; ``band`` is the fraction of rows at
+    the bottom that are one flat colour not found at the other edges: where a
+    partially decoded file's pixel data stopped (background does not count).
+    """
     thumb = rgb.convert("L")
     thumb.thumbnail((256, 256), Image.Resampling.BILINEAR)
     grey = np.asarray(thumb, dtype=np.float64)
+    small = rgb.convert("RGB")
+    small.thumbnail((256, 256), Image.Resampling.BILINEAR)
+    colour = np.asarray(small, dtype=np.float64)
     hist = np.bincount(grey.astype(np.uint8).ravel(), minlength=256).astype(np.float64)
     p = hist[hist > 0] / hist.sum()
     entropy = float(-(p * np.log2(p)).sum()) + 0.0
@@ -348,4 +357,37 @@ def quality_metrics(rgb: Image.Image) -> dict[str, float]:
         "contrast": round(float(grey.std()) / 255.0, 6),
         "sharpness": round(sharpness, 6),
         "brightness": round(float(grey.mean()) / 255.0, 6),
+        "colourfulness": round(_colourfulness(colour), 6),
+        "band": round(_bottom_band(colour), 6),
     }
+
+
+BAND_LEVELS = 2.0  # grey levels a flat band's pixels may stray from its colour (resampling, JPEG)
+
+
+def _colourfulness(rgb: np.ndarray) -> float:
+    red, green, blue = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    rg, yb = red - green, 0.5 * (red + green) - blue
+    return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean())) / 255.0
+
+
+def _bottom_band(rgb: np.ndarray) -> float:
+    """Fraction of bottom rows that are one flat colour, zero when that colour also
+    borders the picture's top or the sides above the band (then it is background)."""
+    height = rgb.shape[0]
+    if height < 8 or rgb.shape[1] < 2:
+        return 0.0
+    colour = rgb[-1].mean(axis=0)
+    flat = np.abs(rgb - colour).max(axis=2) <= BAND_LEVELS  # (h, w): pixel has the last row's colour
+    rows = flat.all(axis=1)
+    if not rows[-1]:
+        return 0.0
+    above = np.flatnonzero(~rows)
+    if above.size == 0:
+        return 0.0  # all one colour: blank, not cut off
+    top = int(above[-1]) + 1  # first row of the band
+    upper = flat[:top]
+    border = np.concatenate([upper[0], upper[:, 0], upper[:, -1]])
+    if border.mean() > 0.5:
+        return 0.0
+    return (height - top) / height

@@ -77,6 +77,8 @@ class ImageRow:
     frames: int | None = None
     modality: str | None = None
     body_part: str | None = None
+    colourfulness: float | None = None
+    band: float | None = None
 
 
 _IMAGE_COLUMNS = tuple(ImageRow.__dataclass_fields__)
@@ -338,11 +340,9 @@ class Store:
         return [(p, e) for p, e in self.execute("SELECT path, error FROM images WHERE status = 'error' ORDER BY path")]
 
     def quality(self) -> dict[str, dict[str, Any]]:
-        """Per-path stored metrics, for explaining analysis results."""
-        rows = self.execute(
-            "SELECT path, width, height, entropy, contrast, sharpness, brightness FROM images WHERE status = 'ok'"
-        )
-        keys = ("width", "height", "entropy", "contrast", "sharpness", "brightness")
+        """Per-path stored metrics and file mode, for judging and explaining anomalies."""
+        keys = ("width", "height", "entropy", "contrast", "sharpness", "brightness", "mode", "colourfulness", "band")
+        rows = self.execute(f"SELECT path, {', '.join(keys)} FROM images WHERE status = 'ok'")
         return {r[0]: dict(zip(keys, r[1:], strict=True)) for r in rows}
 
     # -- vectors ------------------------------------------------------------------
