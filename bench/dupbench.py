@@ -164,7 +164,7 @@ def peer_rows(data: dict[str, Any], peers: list[str], half: str) -> dict[str, di
         t0 = time.perf_counter()
         if name == "cosine":
             flat = [p[0] for p in data["paths"]]
-            groups = peer_lib.cosine_groups(flat, data["matrix"], 0.92)
+            groups = peer_lib.cosine_groups(flat, data["matrix"], 0.92).groups
             # Byte-identical copies share one row: put their other paths back.
             extra = {p[0]: p for p in data["paths"]}
             groups = [sorted(q for p in g for q in extra.get(p, [p])) for g in groups]

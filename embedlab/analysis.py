@@ -10,11 +10,14 @@ Above it, `embedlab.ivf` builds an approximate k-NN graph with exact scores.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import anomaly
 from .duplicates import CANDIDATE_K, Group, Link, Verifier, build_groups, candidate_pairs
 from .search import SCORE_DECIMALS
 
@@ -27,15 +30,6 @@ EXACT_MAX_ITEMS = 20_000  # above this, `analyze` uses the k-NN graph of embedla
 FLOAT16_ABOVE_BYTES = 2 << 30  # hold vectors as float16 when float32 would take more (1M x 1347: 5.4 GB)
 _LOAD_CHUNK = 8192
 EvidenceLoader = Callable[[Sequence[int]], dict[int, "Evidence"]]
-
-# Quality flags from the metrics stored at embed time. A flagged image is
-# "broken" in a way isolation alone misses: blank or tiny images look alike to
-# a CNN, so they neighbour each other instead of standing out.
-FLAG_PENALTY = 0.5
-BLANK_CONTRAST = 0.02  # std of grey levels / 255
-LOW_ENTROPY_BITS = 2.0
-TINY_SIDE = 32
-EXTREME_ASPECT = 8.0
 
 
 @dataclass(frozen=True)
@@ -164,31 +158,8 @@ def components(n_items: int, pairs: list[tuple[int, int, float]]) -> np.ndarray:
     return np.array([uf.find(i) for i in range(n_items)], dtype=np.int64)
 
 
-def isolation_scores(hood: Neighbourhood) -> np.ndarray:
-    """Mean cosine distance to the k nearest other items (higher = more isolated)."""
-    if hood.sim.shape[1] == 0:
-        return np.zeros(hood.sim.shape[0])
-    return np.asarray(1.0 - hood.sim.mean(axis=1))
-
-
-def quality_flags(metrics: dict[str, Any] | None) -> list[str]:
-    """Reasons an image is suspect regardless of its neighbours."""
-    if not metrics:
-        return []
-    flags = []
-    width, height = metrics.get("width") or 0, metrics.get("height") or 0
-    if (metrics.get("contrast") or 0.0) < BLANK_CONTRAST:
-        flags.append("blank")
-    elif (metrics.get("entropy") or 0.0) < LOW_ENTROPY_BITS:
-        flags.append("low_entropy")
-    if min(width, height) < TINY_SIDE:
-        flags.append("tiny")
-    if min(width, height) and max(width, height) / min(width, height) >= EXTREME_ASPECT:
-        flags.append("extreme_aspect")
-    return flags
-
-
 VERIFY_CHUNK = 20_000  # candidate pairs whose evidence is loaded at once
+VERIFY_THREADS = 2
 
 
 def analyze_vectors(
@@ -209,10 +180,11 @@ def analyze_vectors(
     Duplicates: each item's nearest neighbours are verified on the evidence that
     ``evidence(indices)`` loads (embedlab.duplicates); ``threshold`` applies to the
     verified probability of one picture. Without evidence for a pair, the
-    probability comes from its cosine alone. With ``quality`` (path -> stored
-    metrics), an image with any quality flag gains FLAG_PENALTY on top of its
-    isolation score. ``approximate`` picks the k-NN graph of embedlab.ivf (None:
-    above EXACT_MAX_ITEMS items); ``memory_mb`` bounds the similarity blocks.
+    probability comes from its cosine alone. Anomalies: embedlab.anomaly's
+    density-aware isolation, plus its flag weight for an image with a quality flag
+    that is rare in the collection (``quality``: path -> stored metrics).
+    ``approximate`` picks the k-NN graph of embedlab.ivf (None: above
+    EXACT_MAX_ITEMS items); ``memory_mb`` bounds the similarity blocks.
     """
     graph_k = max(k, CANDIDATE_K)
     hood = neighbours(matrix, graph_k, 2.0, memory_mb=memory_mb, approximate=approximate, on_rows=on_rows)
@@ -231,10 +203,17 @@ def verify_in_chunks(candidates: list[tuple[int, int, float]], evidence: Evidenc
         loaded = evidence(items) if evidence is not None else {}
         local = {item: n for n, item in enumerate(items)}
         verifier = Verifier([loaded.get(item) for item in items])
-        for i, j, s in chunk:
-            link = verifier.link(local[i], local[j], s)
-            links.append(replace(link, a=i, b=j))
+        # OpenCV's matcher and RANSAC release the GIL: two threads use both cores. Each pair is
+        # judged on its own, so the answers do not depend on the thread count.
+        with ThreadPoolExecutor(max_workers=VERIFY_THREADS) as pool:
+            chunk_links = list(pool.map(partial(_verify_one, verifier, local), chunk))
+        links.extend(replace(link, a=i, b=j) for link, (i, j, _) in zip(chunk_links, chunk, strict=True))
     return links
+
+
+def _verify_one(verifier: Verifier, local: dict[int, int], candidate: tuple[int, int, float]) -> Link:
+    i, j, cosine = candidate
+    return verifier.link(local[i], local[j], cosine)
 
 
 def report(
@@ -250,9 +229,8 @@ def report(
     groups = build_groups(len(paths), links, threshold, [len(p) > 1 for p in paths])
     path_groups = [sorted(p for m in g.members for p in paths[m]) for g in groups]
     order = sorted(range(len(groups)), key=lambda g: path_groups[g])
-    isolation = isolation_scores(hood)
-    flags = [quality_flags(quality.get(p[0])) if quality is not None else [] for p in paths]
-    scores = isolation + FLAG_PENALTY * np.array([min(len(f), 1) for f in flags], dtype=np.float64)
+    found = anomaly.score(hood.index, hood.sim, None if quality is None else [quality.get(p[0]) for p in paths])
+    scores = found.score
     # Most isolated first; ties by path so output order never depends on chance.
     ranked = sorted(range(len(paths)), key=lambda i: (-round(float(scores[i]), 9), paths[i][0]))
     anomalies: list[str] = []
@@ -266,8 +244,12 @@ def report(
                 {
                     "path": path,
                     "score": round(float(scores[i]), SCORE_DECIMALS),
-                    "isolation": round(float(isolation[i]), SCORE_DECIMALS),
-                    "flags": flags[i],
+                    "isolation": round(float(found.isolation[i]), SCORE_DECIMALS),
+                    "isolation_percentile": round(float(found.percentile[i]), 2),
+                    "mean_distance": round(float(found.distance[i]), SCORE_DECIMALS),
+                    "flags": found.flags[i],
+                    "counted_flags": found.counted[i],
+                    "reasons": [*found.reasons[i], anomaly.isolation_reason(found, i)],
                     "neighbours": [
                         {"path": paths[int(j)][0], "score": round(float(s), SCORE_DECIMALS)}
                         for j, s in zip(hood.index[i], hood.sim[i], strict=True)

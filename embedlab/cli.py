@@ -232,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--index", required=True, help="index folder written by embed (its image files must exist)")
     calibrate.add_argument("--sample", type=_positive, default=40, help="indexed images to transform (default 40)")
     calibrate.add_argument("--seed", type=int, default=0, help="seed for choosing the sample (default 0)")
+    calibrate.add_argument(
+        "--dup-threshold", type=_unit, default=0.92, help="report recall per edit at this threshold (default 0.92)"
+    )
     calibrate.add_argument("--plot", default=None, help="also write the PR curve to this PNG (needs matplotlib)")
     calibrate.add_argument("--json", action="store_true", help="one JSON object on stdout")
 
@@ -640,6 +643,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
+    from .analysis import evidence_loader
     from .calibration import calibrate, save_plot
     from .indexer import resolve_backbone
 
@@ -647,12 +651,15 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         backbone = resolve_backbone(store, None, None)
         shas, matrix = store.load_vectors(through_vec=False)
         by_sha = store.ok_paths_by_sha()
-    if len(shas) < 2:
-        raise CliError("calibrate needs an index of at least two images")
-    result = calibrate(backbone, shas, matrix, [by_sha[s] for s in shas], sample=args.sample, seed=args.seed)
+        if len(shas) < 2:
+            raise CliError("calibrate needs an index of at least two images")
+        loader = evidence_loader(store, shas)
+        result = calibrate(
+            backbone, shas, matrix, [by_sha[s] for s in shas], loader, sample=args.sample, seed=args.seed
+        )
     if result.sampled == 0:
         raise CliError("none of the sampled images could be read from disk; run calibrate where they live")
-    report = result.as_dict()
+    report = result.as_dict(args.dup_threshold)
     args.metrics.update(
         sampled_images=report["sampled_images"], suggested_dup_threshold=report["suggested_dup_threshold"]
     )
@@ -665,6 +672,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     print("threshold  precision  recall   f1")
     for row in report["pr_table"]:
         print(f"{row['threshold']:>9.2f}  {row['precision']:>9.3f}  {row['recall']:>6.3f}  {row['f1']:.3f}")
+    print(f"recall per edit at --dup-threshold {args.dup_threshold}:")
+    for name, row in report["per_variant"].items():
+        print(f"  {name:>12}  {row['recall']:.3f}  (median {row['median']:.3f})")
     print(f"suggested --dup-threshold {report['suggested_dup_threshold']}")
     return EXIT_OK
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .analysis import BLANK_CONTRAST, EXTREME_ASPECT, LOW_ENTROPY_BITS, TINY_SIDE, analyze_vectors, evidence_loader
+from .analysis import analyze_vectors, evidence_loader
 from .images import ImageError, decode
 from .progress import Progress
 from .search import SCORE_DECIMALS, cosine_scores
@@ -194,24 +194,6 @@ class _Page:
 
     def html(self) -> str:
         return "".join(self.parts)
-
-
-def flag_reasons(flags: Sequence[str], row: ImageRow | None) -> list[str]:
-    """Plain-language reasons for the quality flags, with the measured values."""
-    reasons = []
-    for flag in flags:
-        if flag == "blank" and row is not None and row.contrast is not None:
-            reasons.append(f"blank: grey-level spread {row.contrast:.1%} < {BLANK_CONTRAST:.0%}")
-        elif flag == "low_entropy" and row is not None and row.entropy is not None:
-            reasons.append(f"low_entropy: {row.entropy:.2f} bits < {LOW_ENTROPY_BITS:g} bits")
-        elif flag == "tiny" and row is not None and row.width and row.height:
-            reasons.append(f"tiny: shorter side {min(row.width, row.height)} px < {TINY_SIDE} px")
-        elif flag == "extreme_aspect" and row is not None and row.width and row.height:
-            ratio = max(row.width, row.height) / min(row.width, row.height)
-            reasons.append(f"extreme_aspect: {ratio:.1f}:1 \u2265 {EXTREME_ASPECT:g}:1")
-        else:
-            reasons.append(flag)
-    return reasons
 
 
 def _pair_table(page: _Page, members: list[str], sims: np.ndarray, threshold: float) -> None:
@@ -402,10 +384,8 @@ def _anomalies_section(page: _Page, details: list[dict[str, Any]], rows: dict[st
         page.add(f'<article class="anomaly" data-rank="{rank}">')
         page.figure(path, [f'<span class="score">#{rank} \u00b7 score {item["score"]:.4f}</span>', page.describe(path)])
         page.add('<div class="why">')
-        reasons = flag_reasons(item["flags"], rows.get(path))
-        page.add(
-            f"<p>isolation {item['isolation']:.4f} (mean cosine distance to its {len(item['neighbours'])} nearest)</p>"
-        )
+        *reasons, isolation = item["reasons"]
+        page.add(f"<p>{_e(isolation)}</p>")
         if reasons:
             page.add("<p>", *(f'<span class="flag">{_e(r)}</span>' for r in reasons), "</p>")
         else:
