@@ -117,11 +117,32 @@ def cmd_fit(data: dict[str, Any], k: int, floor: float) -> Model:
         for (i, j, _), m in zip(cands, measured, strict=True)
     ]
     keep = [(m, y) for m, y in keep if m is not None]
+    report_candidates(data, cands)
     x = np.stack([m.features() for m, _ in keep])
     y = np.array([float(v) for _, v in keep])
+    np.savez(CACHE / "dupbench" / "fit-features.npz", x=x, y=y)
     w, b = fit_logistic(x, y)
     log(f"fit on {len(y)} candidate pairs ({int(y.sum())} true)")
     return Model(tuple(round(float(v), 4) for v in w), round(b, 4))
+
+
+def report_candidates(data: dict[str, Any], cands: list[tuple[int, int, float]]) -> None:
+    """How many true pairs the vectors propose at all, per kind (the verifier cannot find the rest)."""
+    index_of = {p: i for i, ps in enumerate(data["paths"]) for p in ps}
+    proposed = {(i, j) for i, j, _ in cands}
+    for group in data["truth"]["duplicate_groups"]:
+        items = sorted({index_of[p] for p in group["paths"] if p in index_of})
+        pairs = [(a, b) for n, a in enumerate(items) for b in items[n + 1 :]]
+        found = sum((a, b) in proposed for a, b in pairs)
+        group["_proposed"] = (found, len(pairs))
+    by_kind: dict[str, list[int]] = {}
+    for group in data["truth"]["duplicate_groups"]:
+        found, total = group["_proposed"]
+        agg = by_kind.setdefault(group["kind"], [0, 0])
+        agg[0] += found
+        agg[1] += total
+    log("candidate recall per kind: " + ", ".join(f"{k} {f}/{t}" for k, (f, t) in sorted(by_kind.items())))
+    log(f"{len(cands)} candidate pairs for {len(data['paths'])} items")
 
 
 def main(argv: list[str] | None = None) -> int:

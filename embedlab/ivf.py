@@ -311,6 +311,8 @@ def _unique_pairs(
     if not pair_i:
         return []
     i, j, s = np.concatenate(pair_i), np.concatenate(pair_j), np.concatenate(pair_s)
+    if not len(i):  # blocks were scanned but none held an edge
+        return []
     keys, first = np.unique(i * (int(j.max()) + 1) + j, return_index=True)
     del keys
     return [(int(a), int(b), float(c)) for a, b, c in zip(i[first], j[first], s[first], strict=True)]
