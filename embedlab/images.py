@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import logging
 import os
 import warnings
@@ -76,6 +77,7 @@ class ImageFileInfo:
     size: int
     mtime_ns: int
     error: str | None = None  # set when the file cannot be used at all (broken link, bad name)
+    ctime_ns: int | None = None  # status change (chmod, chown, rewrite): a failed file is retried when it moves
 
 
 @dataclass(frozen=True)
@@ -154,7 +156,8 @@ def _file_info(path: str, full: str) -> ImageFileInfo | None:
     except UnicodeEncodeError:
         shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
         st = os.lstat(full)
-        return ImageFileInfo(shown, Path(full), st.st_size, st.st_mtime_ns, "file name is not valid UTF-8; rename it")
+        reason = "file name is not valid UTF-8; rename it"
+        return ImageFileInfo(shown, Path(full), st.st_size, st.st_mtime_ns, reason, st.st_ctime_ns)
     try:
         st = os.stat(full)
     except OSError as exc:
@@ -163,10 +166,12 @@ def _file_info(path: str, full: str) -> ImageFileInfo | None:
         except OSError:
             return None  # gone between listing and stat: nothing to record
         reason = "symbolic link loop" if exc.errno == errno.ELOOP else "broken symbolic link"
-        return ImageFileInfo(path, Path(full), lst.st_size, lst.st_mtime_ns, f"{reason}: {exc.strerror}")
+        return ImageFileInfo(
+            path, Path(full), lst.st_size, lst.st_mtime_ns, f"{reason}: {exc.strerror}", lst.st_ctime_ns
+        )
     if not os.path.isfile(full):
         return None
-    return ImageFileInfo(path, Path(full), st.st_size, st.st_mtime_ns)
+    return ImageFileInfo(path, Path(full), st.st_size, st.st_mtime_ns, ctime_ns=st.st_ctime_ns)
 
 
 def _unvisited(dirpath: str, names: list[str], visited: set[tuple[int, int]]) -> list[str]:
@@ -260,28 +265,56 @@ def viewed_rgb(img: Image.Image) -> Image.Image:
     return to_rgb(ImageOps.exif_transpose(img))
 
 
-def decode(path: str | os.PathLike[str]) -> Decoded:
+def read_file(path: str | os.PathLike[str]) -> tuple[bytes, os.stat_result]:
+    """The whole file and its stat, taken from the open file before reading.
+
+    Decoding from these bytes, and hashing them, makes a row describe exactly
+    what was decoded even when the file is replaced or deleted meanwhile; the
+    stat is from before the read, so a write during it shows at the next run.
+    """
+    with open(path, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        return fh.read(), st
+
+
+class _InMemory(io.BytesIO):
+    """A file's bytes for the decoders; messages that name the stream name the file, as a path would."""
+
+    def __init__(self, data: bytes, path: str | os.PathLike[str]):
+        super().__init__(data)
+        self.name = os.fspath(path)
+
+    def __repr__(self) -> str:
+        return repr(self.name)
+
+
+def decode(path: str | os.PathLike[str], data: bytes | None = None) -> Decoded:
     """Open an image fully, apply EXIF orientation and return RGB pixels.
 
-    Raises ImageError with a one-line reason for anything unreadable: decoders
-    fail in many ways on damaged files, and one bad file must never stop a run.
+    The file is read once (or ``data``, its bytes already read, is used) and
+    decoded from memory. Raises ImageError with a one-line reason for anything
+    unreadable: decoders fail in many ways on damaged files, and one bad file
+    must never stop a run.
     """
-    if dicom.is_dicom(path, image_extensions()):
-        return _decode_dicom(path)
     try:
-        return _decode_pillow(path)
+        if data is None:
+            data = read_file(path)[0]
+        head = data[: dicom.PREAMBLE_BYTES]
+        if dicom.is_dicom(path, image_extensions(), head=head):
+            return _decode_dicom(path, data)
+        return _decode_pillow(path, data)
     except ImageError:
         raise
     except Exception as exc:  # OSError, SyntaxError, struct.error, MemoryError, ...
-        if dicom.has_preamble(path):  # a DICOM file with an image extension
-            return _decode_dicom(path)
+        if data is not None and dicom.has_preamble(path, head=data[: dicom.PREAMBLE_BYTES]):
+            return _decode_dicom(path, data)  # a DICOM file with an image extension
         raise ImageError(f"{type(exc).__name__}: {_one_line(exc, path)}") from None
 
 
-def _decode_pillow(path: str | os.PathLike[str]) -> Decoded:
-    if os.stat(path).st_size == 0:
+def _decode_pillow(path: str | os.PathLike[str], data: bytes) -> Decoded:
+    if not data:
         raise ImageError("empty file (0 bytes)")
-    with Image.open(path) as img:
+    with Image.open(_InMemory(data, path)) as img:
         fmt = img.format or "unknown"
         mode = img.mode
         width, height = img.size
@@ -304,11 +337,11 @@ def _decode_pillow(path: str | os.PathLike[str]) -> Decoded:
     return Decoded(rgb=rgb, format=fmt, mode=mode, width=width, height=height, frames=frames)
 
 
-def _decode_dicom(path: str | os.PathLike[str]) -> Decoded:
+def _decode_dicom(path: str | os.PathLike[str], data: bytes) -> Decoded:
     if not dicom.available():
         raise ImageError("DICOM file, but pydicom is not installed (pip install pydicom)")
     try:
-        image = dicom.read_dicom(path, max_pixels=_max_pixels)
+        image = dicom.read_dicom(_InMemory(data, path), max_pixels=_max_pixels)
     except Exception as exc:  # pydicom raises many types for damaged or unsupported files
         raise ImageError(f"{type(exc).__name__}: {_one_line(exc, path)}") from None
     rgb = image.rgb

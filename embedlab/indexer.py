@@ -11,6 +11,7 @@ index's signature and the weights file's hash, never torch.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections import deque
@@ -32,6 +33,7 @@ from .images import (
     display_root,
     path_token,
     quality_metrics,
+    read_file,
     scan_images,
     sha256_file,
 )
@@ -152,17 +154,32 @@ class DecodedJob:
 
 
 def decode_job(backbone: Backbone, root: str, job: Job) -> DecodedJob:
-    """Everything per file except the forward pass: decode, measure, preprocess (thread-safe)."""
+    """Everything per file except the forward pass: read, hash, decode, measure, preprocess (thread-safe).
+
+    The file is read once and its row is keyed by the hash of those very bytes,
+    with the stat taken as they were read: a file replaced since planning is
+    stored under its new content (``row.sha256 != job.sha256``), never under the
+    planned hash, and one gone since planning is a ``cannot read`` error with
+    no hash. Either way the row says nothing about other files planned with it.
+    """
     info = job.info
     try:
-        image = decode(info.abspath)
+        data, st = read_file(info.abspath)
+    except OSError as exc:
+        return DecodedJob(job, _error_row(info, root, "", f"cannot read: {exc.strerror}"), None)
+    sha = hashlib.sha256(data).hexdigest()
+    if sha != job.sha256:
+        log.warning("%s: changed while embedding; stored as its new content", path_token(info.path))
+    info = replace(info, size=len(data), mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns)
+    try:
+        image = decode(info.abspath, data)
         prepared = backbone.prepare(image.rgb)
     except ImageError as exc:
-        return DecodedJob(job, _error_row(info, root, job.sha256, str(exc)), None)
+        return DecodedJob(job, _error_row(info, root, sha, str(exc)), None)
     row = ImageRow(
         path=info.path,
         root=root,
-        sha256=job.sha256,
+        sha256=sha,
         size=info.size,
         mtime_ns=info.mtime_ns,
         status="ok",
@@ -173,13 +190,16 @@ def decode_job(backbone: Backbone, root: str, job: Job) -> DecodedJob:
         frames=image.frames,
         modality=image.modality,
         body_part=image.body_part,
+        ctime_ns=info.ctime_ns,
         **quality_metrics(image.rgb),  # type: ignore[arg-type]
     )
     return DecodedJob(job, row, prepared)
 
 
 def embed_decoded(backbone: Backbone, decoded: Sequence[DecodedJob]) -> list[Embedded]:
-    """The forward pass for a batch of decoded files; a copy inside the batch shares the first one's vector."""
+    """The forward pass for a batch of decoded files; a copy inside the batch shares the first one's vector.
+
+    Copies are found by the hash of the bytes each file was decoded from, not by the planned one."""
     out: list[Embedded] = []
     first: dict[str, int] = {}
     to_embed: list[tuple[int, Prepared]] = []
@@ -188,11 +208,11 @@ def embed_decoded(backbone: Backbone, decoded: Sequence[DecodedJob]) -> list[Emb
         if item.prepared is None:
             out.append(Embedded(job, row, None))
             continue
-        if job.sha256 in first:
-            twin = out[first[job.sha256]].row
-            out.append(Embedded(job, replace(twin, path=row.path, size=row.size, mtime_ns=row.mtime_ns), None))
+        if row.sha256 in first:
+            twin = out[first[row.sha256]].row
+            out.append(Embedded(job, _restat(twin, row), None))
             continue
-        first[job.sha256] = len(out)
+        first[row.sha256] = len(out)
         out.append(Embedded(job, row, None))
         to_embed.append((len(out) - 1, item.prepared))
     if to_embed:
@@ -354,13 +374,23 @@ def _plan(
     report: EmbedReport,
     rehash: bool = False,
 ) -> tuple[list[ImageRow], list[Job]]:
-    """Split the scan into rows that reuse a stored vector and files that need the model."""
+    """Split the scan into rows that reuse a stored vector and files that need the model.
+
+    A failed file is tried again when its status-change time moves (chmod,
+    chown, a rewrite), not only its size or mtime. ``rehash`` hashes every
+    file and trusts a stored vector only when it is known to come from bytes
+    with that hash (``Store.checked_shas``): others, and every failed file,
+    are decoded again.
+    """
     have_vectors = store.embedded_shas()
+    trusted = store.checked_shas() if rehash else have_vectors
     reused_rows: list[ImageRow] = []
     jobs: list[Job] = []
     for info in files:
         old = known.get(info.path)
         same = old if old is not None and old.size == info.size and old.mtime_ns == info.mtime_ns else None
+        if same is not None and same.status == "error" and same.ctime_ns != info.ctime_ns:
+            same = None  # failed before, and its metadata moved since: try again
         if same is not None and not rehash:
             report.unchanged += 1
             report.failed += same.status == "error"
@@ -377,13 +407,12 @@ def _plan(
             reused_rows.append(_error_row(info, root, "", f"cannot read: {exc.strerror}"))
             report.failed += 1
             continue
-        if same is not None and same.sha256 == sha and (same.status == "error" or sha in have_vectors):
+        if same is not None and same.status == "ok" and same.sha256 == sha and sha in trusted:
             report.unchanged += 1  # --rehash confirmed the content
-            report.failed += same.status == "error"
             continue
-        template = store.image_row_for_sha(sha) if sha in have_vectors else None
+        template = store.image_row_for_sha(sha) if sha in trusted else None
         if template is not None:
-            reused_rows.append(replace(template, path=info.path, root=root, size=info.size, mtime_ns=info.mtime_ns))
+            reused_rows.append(replace(_restat(template, info), root=root))
             report.reused += 1
         else:
             jobs.append(Job(info, sha))
@@ -422,7 +451,15 @@ def _embed_jobs(
             while len(ahead) <= PREFETCH_BATCHES and index + len(ahead) < len(batches):
                 ahead.append([pool.submit(decode_job, backbone, root, job) for job in batches[index + len(ahead)]])
             results = embed_decoded(backbone, [future.result() for future in ahead.popleft()])
-            twins = [_copy_of(item, job) for item in results for job in copies[item.job.sha256]]
+            twins: list[Embedded] = []
+            reread: list[Job] = []
+            for item in results:
+                if item.row.sha256 == item.job.sha256:  # decoded from the planned bytes: true of its copies too
+                    twins += [_copy_of(item, job) for job in copies[item.job.sha256]]
+                else:  # replaced or gone since planning: its copies are read for themselves
+                    reread += copies[item.job.sha256]
+            if reread:
+                twins += embed_decoded(backbone, list(pool.map(lambda j: decode_job(backbone, root, j), reread)))
             write_batch(store, results + twins, done, report, run_id)
             bar.update(len(results) + len(twins))
 
@@ -430,7 +467,12 @@ def _embed_jobs(
 def _copy_of(item: Embedded, job: Job) -> Embedded:
     """Another file with the same bytes: the same row (ok or error) under its own path and stat."""
     info = job.info
-    return Embedded(job, replace(item.row, path=info.path, size=info.size, mtime_ns=info.mtime_ns), None)
+    return Embedded(job, _restat(item.row, info), None)
+
+
+def _restat(row: ImageRow, info: ImageFileInfo | ImageRow) -> ImageRow:
+    """``row`` (another file's, same bytes) under the path and stat of ``info``."""
+    return replace(row, path=info.path, size=info.size, mtime_ns=info.mtime_ns, ctime_ns=info.ctime_ns)
 
 
 def _record_signature(store: Store, spec: BackboneSpec) -> None:
@@ -484,7 +526,7 @@ def write_batch(
         # copies were embedded apart (on two cluster workers) and arrive together.
         earlier = done.get(row.sha256) or batch_rows.get(row.sha256)
         if earlier is not None:
-            rows.append(replace(earlier, path=info.path, size=info.size, mtime_ns=info.mtime_ns))
+            rows.append(_restat(earlier, row))
             continue
         rows.append(row)
         if item.vector is not None:
@@ -501,7 +543,14 @@ def write_batch(
 
 def _error_row(info: ImageFileInfo, root: str, sha: str, error: str) -> ImageRow:
     return ImageRow(
-        path=info.path, root=root, sha256=sha, size=info.size, mtime_ns=info.mtime_ns, status="error", error=error
+        path=info.path,
+        root=root,
+        sha256=sha,
+        size=info.size,
+        mtime_ns=info.mtime_ns,
+        status="error",
+        error=error,
+        ctime_ns=info.ctime_ns,
     )
 
 

@@ -226,3 +226,46 @@ def test_file_vanishing_before_decoding_is_an_image_error(tmp_path: Path) -> Non
     path.unlink()
     with pytest.raises(ImageError, match="No such file"):
         decode(path)
+
+
+def _status(index: Path, path: str) -> tuple[str, str | None]:
+    conn = sqlite3.connect(index / "embedlab.db")
+    row = conn.execute("SELECT status, error FROM images WHERE path = ?", (path,)).fetchone()
+    conn.close()
+    return row
+
+
+def test_failed_file_is_retried_when_its_permissions_change(work: Path) -> None:
+    """chmod changes only the status-change time (ctime): that alone brings a failed file back, no --rehash."""
+    prefix = _drop_root_file_access()
+    if prefix is None:
+        pytest.skip("running as root without setpriv: cannot make a file unreadable")
+    (work / "imgs").mkdir()
+    small(skimage_image("coins"), 64).convert("RGB").save(work / "imgs" / "ok.png")
+    small(skimage_image("camera"), 64).convert("RGB").save(work / "imgs" / "locked.png")
+    (work / "imgs" / "locked.png").chmod(0)
+    command = [*prefix, sys.executable, str(ROOT / "embedlab.py"), "embed", "--images-dir", "./imgs", "--out", "./idx"]
+    result = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert _status(work / "idx", "imgs/locked.png") == ("error", "cannot read: Permission denied")
+
+    (work / "imgs" / "locked.png").chmod(0o644)
+    report = embed_folder("./imgs", "./idx")
+    assert (report.unchanged, report.new, report.failed, report.embedded_vectors) == (1, 1, 0, 1)
+    assert _status(work / "idx", "imgs/locked.png") == ("ok", None)
+    again = embed_folder("./imgs", "./idx")  # fixed and recorded: nothing to retry
+    assert (again.unchanged, again.embedded_vectors) == (2, 0)
+
+
+def test_failed_file_is_retried_when_rewritten_with_the_same_size_and_mtime(work: Path) -> None:
+    (work / "imgs").mkdir()
+    good = _png_bytes(small(skimage_image("coins"), 64).convert("RGB"))
+    target = work / "imgs" / "scan.png"
+    target.write_bytes(b"\0" * len(good))  # a half-copied file: the right size, no picture yet
+    assert embed_folder("./imgs", "./index").failed == 1
+    stat = os.stat(target)
+    target.write_bytes(good)
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same size and mtime, ctime moved
+    report = embed_folder("./imgs", "./index")
+    assert (report.failed, report.embedded_vectors) == (0, 1)
+    assert _status(work / "index", "imgs/scan.png") == ("ok", None)
