@@ -19,7 +19,7 @@ import numpy as np
 
 from .analysis import components, neighbourhood
 from .backbones import Backbone
-from .images import ImageError, decode, viewed_rgb
+from .images import ImageError, decode, fs_path, viewed_rgb
 from .search import cosine_scores
 from .transforms import VARIANTS, apply_variant, encode_decode
 
@@ -92,7 +92,7 @@ def calibrate(
     used = 0
     for i in chosen:
         try:
-            source = decode(Path(paths[i][0])).rgb
+            source = decode(Path(fs_path(paths[i][0]))).rgb  # stored as path text
         except (ImageError, OSError):
             continue  # the file moved since it was indexed
         used += 1

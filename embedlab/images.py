@@ -12,6 +12,7 @@ import hashlib
 import io
 import logging
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,9 +131,7 @@ def scan_images(folder: str | os.PathLike[str]) -> list[ImageFileInfo]:
             full = os.path.join(dirpath, name)
             if not _wanted(full, name, exts):
                 continue
-            rel = os.path.relpath(full, root).replace(os.sep, "/")
-            path = rel if root == "." else f"{root.replace(os.sep, '/')}/{rel}"
-            info = _file_info(path, full)
+            info = _file_info(_display_path(root, full), full)
             if info is not None:
                 found.append(info)
     found.sort(key=lambda f: f.path)
@@ -149,15 +148,66 @@ def _wanted(full: str, name: str, exts: frozenset[str]) -> bool:
     return (not ext or ext[1:].isdigit()) and dicom.has_preamble(full)
 
 
+def _display_path(root: str, full: str) -> str:
+    """The stored, printed path of ``full``: relative to how the user named ``root``, as path text."""
+    rel = os.path.relpath(full, root).replace(os.sep, "/")
+    return path_text(rel if root == "." else f"{root.replace(os.sep, '/')}/{rel}")
+
+
+# A backslash that the decoder of path_text would read as the start of an escape.
+_ESCAPE_AHEAD = re.compile(r"\\|x[0-9a-f]{2}")
+
+
+def path_text(path: str) -> str:
+    """A file system path (str, with surrogates for bytes that are not UTF-8) as lossless UTF-8 text.
+
+    Bytes that are not UTF-8 are written ``\\xNN`` (``caf\\xe9.png``); a real backslash
+    is doubled only where it would otherwise read as such an escape, so every
+    ordinary name stays as it is and no two names share one text (a file named
+    ``caf\\xe9.png`` with a literal backslash is ``caf\\\\xe9.png``). ``fs_path`` inverts it.
+    """
+    if "\\" not in path:
+        try:
+            path.encode("utf-8")
+            return path
+        except UnicodeEncodeError:
+            pass
+    parts = [f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else c for c in path]
+    out: list[str] = []
+    for i in range(len(parts) - 1, -1, -1):  # right to left: an escape depends on what follows
+        part = parts[i]
+        if part == "\\" and _ESCAPE_AHEAD.match("".join(out[-1:-4:-1])):
+            part = "\\\\"
+        out.append(part)
+    return "".join(reversed(out))
+
+
+def fs_path(text: str) -> str:
+    """The file system path (surrogate-escaped str, as os.fsdecode gives) of a ``path_text``."""
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c == "\\" and text[i + 1 : i + 2] == "\\":
+            out.append("\\")
+            i += 2
+        elif c == "\\" and re.fullmatch(r"x[0-9a-f]{2}", text[i + 1 : i + 4]):
+            out.append(chr(0xDC00 + int(text[i + 2 : i + 4], 16)))
+            i += 4
+        else:
+            out.append(c)
+            i += 1
+    return os.fsdecode(os.fsencode("".join(out)))
+
+
 def _file_info(path: str, full: str) -> ImageFileInfo | None:
     """Stat one candidate; None for things that are not files (or vanished already)."""
     try:
-        path.encode("utf-8")
+        full.encode("utf-8")
     except UnicodeEncodeError:
-        shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
         st = os.lstat(full)
         reason = "file name is not valid UTF-8; rename it"
-        return ImageFileInfo(shown, Path(full), st.st_size, st.st_mtime_ns, reason, st.st_ctime_ns)
+        return ImageFileInfo(path, Path(full), st.st_size, st.st_mtime_ns, reason, st.st_ctime_ns)
     try:
         st = os.stat(full)
     except OSError as exc:

@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 
 from embedlab.cli import main
-from embedlab.images import ImageError, decode, path_token
+from embedlab.images import ImageError, decode, fs_path, path_token
 from embedlab.indexer import embed_folder
 
 from .conftest import skimage_image, small
@@ -269,3 +269,26 @@ def test_failed_file_is_retried_when_rewritten_with_the_same_size_and_mtime(work
     report = embed_folder("./imgs", "./index")
     assert (report.failed, report.embedded_vectors) == (0, 1)
     assert _status(work / "index", "imgs/scan.png") == ("ok", None)
+
+
+def test_names_that_are_not_utf8_never_share_a_row_with_real_names(work: Path) -> None:
+    """`caf\\xe9.png` in Latin-1 bytes, a file literally named `caf\\xe9.png`, and `café.png`: three rows."""
+    folder = os.fsencode(work / "imgs")
+    os.mkdir(folder)
+    photos = [small(skimage_image(name), 64).convert("RGB") for name in ("coins", "camera", "coffee")]
+    names = [b"caf\xe9.png", b"caf\\xe9.png", "café.png".encode()]
+    for name, photo in zip(names, photos, strict=True):
+        with open(folder + b"/" + name, "wb") as fh:
+            fh.write(_png_bytes(photo))
+    report = embed_folder("./imgs", "./index")
+    assert (report.images, report.failed, report.embedded_vectors) == (3, 1, 2)
+    conn = sqlite3.connect(work / "index" / "embedlab.db")
+    rows = dict(conn.execute("SELECT path, coalesce(error, status) FROM images").fetchall())
+    conn.close()
+    assert rows == {
+        "imgs/caf\\xe9.png": "file name is not valid UTF-8; rename it",  # the byte, escaped as before
+        "imgs/caf\\\\xe9.png": "ok",  # a real backslash where it would read as an escape: doubled
+        "imgs/café.png": "ok",
+    }
+    # The text is lossless: each one names its own file again.
+    assert {os.fsencode(fs_path(p)) for p in rows} == {b"imgs/" + n for n in names}
