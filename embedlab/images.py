@@ -107,14 +107,16 @@ def display_root(folder: str | os.PathLike[str]) -> str:
     return os.path.normpath(os.fspath(folder))
 
 
-def scan_images(folder: str | os.PathLike[str]) -> list[ImageFileInfo]:
+def scan_images(folder: str | os.PathLike[str], unlisted: list[str] | None = None) -> list[ImageFileInfo]:
     """List image files below ``folder`` in a stable order, skipping hidden entries.
 
     Symlinked folders are followed once each (a loop is skipped with a warning).
     Files that look like images but cannot be used (a broken or looping
     symlink, a name that is not UTF-8) come back with ``error`` set, so the
     caller can record why. Extension-less files and UID-style names
-    (``1.2.840.…``) are sniffed for the DICOM preamble.
+    (``1.2.840.…``) are sniffed for the DICOM preamble. Folders that cannot be
+    listed (permissions) are logged and, when ``unlisted`` is given, appended
+    to it as display paths: their files are unknown, not gone.
     """
     root = display_root(folder)
     if not os.path.isdir(root):
@@ -123,7 +125,13 @@ def scan_images(folder: str | os.PathLike[str]) -> list[ImageFileInfo]:
     found: list[ImageFileInfo] = []
     top = os.stat(root)
     visited = {(top.st_dev, top.st_ino)}
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=_walk_error):
+
+    def walk_error(exc: OSError) -> None:
+        log.warning("%s: cannot list folder (%s)", path_token(exc.filename or "?"), exc.strerror)
+        if unlisted is not None and exc.filename is not None:
+            unlisted.append(_display_path(root, os.fspath(exc.filename)))
+
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=walk_error):
         dirnames[:] = _unvisited(dirpath, sorted(d for d in dirnames if not d.startswith(".")), visited)
         for name in sorted(filenames):
             if name.startswith("."):
@@ -242,10 +250,6 @@ def _unvisited(dirpath: str, names: list[str], visited: set[tuple[int, int]]) ->
         visited.add(key)
         keep.append(name)
     return keep
-
-
-def _walk_error(exc: OSError) -> None:
-    log.warning("%s: cannot list folder (%s)", path_token(exc.filename or "?"), exc.strerror)
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:

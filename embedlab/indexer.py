@@ -76,6 +76,7 @@ class EmbedReport:
     removed: int = 0
     failed: int = 0
     embedded_vectors: int = 0
+    unlisted_folders: int = 0  # folders that could not be listed: their indexed files are kept, not removed
     backbone: str = ""
     recipe: str = ""
     dim: int = 0
@@ -279,10 +280,12 @@ def embed_folder(
     """
     started = time.perf_counter()
     root = display_root(images_dir)
-    files = scan_images(images_dir)
+    unlisted: list[str] = []
+    files = scan_images(images_dir, unlisted)
     if not files:  # refuse before touching the index: an empty mount must not wipe it
-        raise ImageError(f"no images found in {root}")
-    report = EmbedReport(images=len(files))
+        why = f" ({len(unlisted)} folder(s) could not be listed)" if unlisted else ""
+        raise ImageError(f"no images found in {root}{why}")
+    report = EmbedReport(images=len(files), unlisted_folders=len(unlisted))
     with Store(out, create=True) as store, store.writer_lock():
         spec = resolve_spec(store, backbone_name, weights, recipe)
         report.backbone, report.recipe, report.dim = spec.name, spec.recipe.name, spec.dim
@@ -298,7 +301,7 @@ def embed_folder(
         )
         report.run_id = run_id
         try:
-            _sync(store, spec, root, files, report, run_id, batch_size, workers, seed, rehash, executor)
+            _sync(store, spec, root, files, unlisted, report, run_id, batch_size, workers, seed, rehash, executor)
         except BaseException:
             store.finish_run(run_id, "failed", counts=_counts(report))
             raise
@@ -311,7 +314,7 @@ def embed_folder(
 
 
 def _counts(report: EmbedReport) -> dict[str, int]:
-    keys = ("images", "new", "reused", "unchanged", "removed", "failed", "embedded_vectors")
+    keys = ("images", "new", "reused", "unchanged", "removed", "failed", "embedded_vectors", "unlisted_folders")
     return {k: getattr(report, k) for k in keys}
 
 
@@ -320,6 +323,7 @@ def _sync(
     spec: BackboneSpec,
     root: str,
     files: list[ImageFileInfo],
+    unlisted: list[str],
     report: EmbedReport,
     run_id: int,
     batch_size: int,
@@ -358,7 +362,13 @@ def _sync(
 
     t0 = time.perf_counter()
     seen = {f.path for f in files}
-    gone = sorted(p for p in known if p not in seen)
+    hidden = tuple(folder + "/" for folder in unlisted)  # unknown, not gone: their rows stay
+    gone = sorted(p for p in known if p not in seen and not p.startswith(hidden))
+    if unlisted:
+        kept = sum(p.startswith(hidden) for p in known)
+        log.warning(
+            "%d folder(s) could not be listed: their %d indexed file(s) are kept, not removed", len(unlisted), kept
+        )
     with store.transaction():
         store.delete_images(gone)
         store.delete_orphan_vectors()

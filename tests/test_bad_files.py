@@ -292,3 +292,33 @@ def test_names_that_are_not_utf8_never_share_a_row_with_real_names(work: Path) -
     }
     # The text is lossless: each one names its own file again.
     assert {os.fsencode(fs_path(p)) for p in rows} == {b"imgs/" + n for n in names}
+
+
+def test_folder_that_cannot_be_listed_keeps_its_rows_and_is_reported(work: Path) -> None:
+    """chmod 000 on a sub-folder: its files are unknown, not gone (as root the run drops the bypassing capabilities)."""
+    prefix = _drop_root_file_access()
+    if prefix is None:
+        pytest.skip("running as root without setpriv: chmod 000 does not stop root from listing a folder")
+    (work / "imgs" / "sub").mkdir(parents=True)
+    for folder, name in (("imgs", "coins"), ("imgs/sub", "camera"), ("imgs/sub", "coffee")):
+        small(skimage_image(name), 64).convert("RGB").save(work / folder / f"{name}.png")
+    assert embed_folder("./imgs", "./idx").images == 3
+    (work / "imgs" / "sub").chmod(0)
+    try:
+        command = [*prefix, sys.executable, str(ROOT / "embedlab.py"), "embed", "--images-dir", "./imgs"]
+        result = subprocess.run(
+            [*command, "--out", "./idx", "--json"], cwd=work, capture_output=True, text=True, timeout=300
+        )
+    finally:
+        (work / "imgs" / "sub").chmod(0o755)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["images"], summary["unchanged"], summary["removed"], summary["unlisted_folders"]) == (1, 1, 0, 1)
+    assert "cannot list folder (Permission denied)" in result.stderr
+    assert "1 folder(s) could not be listed: their 2 indexed file(s) are kept, not removed" in result.stderr
+    conn = sqlite3.connect(work / "idx" / "embedlab.db")
+    paths = [r[0] for r in conn.execute("SELECT path FROM images WHERE status = 'ok' ORDER BY path")]
+    counts = json.loads(conn.execute("SELECT counts FROM runs WHERE command = 'embed' ORDER BY id DESC").fetchone()[0])
+    conn.close()
+    assert paths == ["imgs/coins.png", "imgs/sub/camera.png", "imgs/sub/coffee.png"]
+    assert counts["unlisted_folders"] == 1 and counts["removed"] == 0
