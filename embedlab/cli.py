@@ -98,7 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--images-dir", required=True, help="folder scanned recursively for images Pillow can read")
     embed.add_argument("--out", required=True, help="index folder; the store is OUT/embedlab.db (created if missing)")
     embed.add_argument(
-        "--batch-size", type=_positive, default=32, help="images per forward pass and commit (default 32)"
+        "--batch-size",
+        type=_positive,
+        default=32,
+        help="images per forward pass and commit (default 32; at most 256, so memory stays bounded)",
     )
     embed.add_argument("--seed", type=int, default=0, help="seed for every random generator (default 0)")
     embed.add_argument(

@@ -65,6 +65,10 @@ log = logging.getLogger("embedlab")
 # overlaps inference, and memory stays bounded (workers keep only the network
 # input, never the full-size picture).
 PREFETCH_BATCHES = 2
+# Most images decoded, embedded and committed at a time, whatever --batch-size
+# says: up to (1 + PREFETCH_BATCHES) batches of network inputs (0.6 MB each) sit
+# in memory, so 256 keeps that near 0.5 GB, and a crash loses at most one batch.
+MAX_BATCH = 256
 
 
 @dataclass
@@ -273,12 +277,21 @@ def embed_folder(
 ) -> EmbedReport:
     """Embed every image under ``images_dir`` into the index at ``out``.
 
+    ``batch_size`` is capped at MAX_BATCH (the transactions stay bounded).
     ``rehash`` hashes every file even when its size and mtime are unchanged,
     for file systems or tools that rewrite content but keep both. ``executor``
     runs the per-file work elsewhere (``cluster.RayExecutor``); planning and
     every write stay here, as in a local run.
     """
     started = time.perf_counter()
+    if batch_size > MAX_BATCH:
+        log.warning(
+            "--batch-size %d is above %d: embedding and committing %d images at a time, so memory stays bounded",
+            batch_size,
+            MAX_BATCH,
+            MAX_BATCH,
+        )
+        batch_size = MAX_BATCH
     root = display_root(images_dir)
     unlisted: list[str] = []
     files = scan_images(images_dir, unlisted)
