@@ -315,6 +315,9 @@ def embed_folder(
         report.run_id = run_id
         try:
             _sync(store, spec, root, files, unlisted, report, run_id, batch_size, workers, seed, rehash, executor)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM, like a run killed outright
+            store.finish_run(run_id, "interrupted", counts=_counts(report))
+            raise
         except BaseException:
             store.finish_run(run_id, "failed", counts=_counts(report))
             raise
@@ -469,22 +472,42 @@ def _embed_jobs(
             unique.append(job)
     batches = list(_batches(unique, max(1, batch_size)))
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, progress(len(jobs), "embedding") as bar:
-        ahead: deque[list[Future[DecodedJob]]] = deque()
-        for index in range(len(batches)):
-            while len(ahead) <= PREFETCH_BATCHES and index + len(ahead) < len(batches):
-                ahead.append([pool.submit(decode_job, backbone, root, job) for job in batches[index + len(ahead)]])
-            results = embed_decoded(backbone, [future.result() for future in ahead.popleft()])
-            twins: list[Embedded] = []
-            reread: list[Job] = []
-            for item in results:
-                if item.row.sha256 == item.job.sha256:  # decoded from the planned bytes: true of its copies too
-                    twins += [_copy_of(item, job) for job in copies[item.job.sha256]]
-                else:  # replaced or gone since planning: its copies are read for themselves
-                    reread += copies[item.job.sha256]
-            if reread:
-                twins += embed_decoded(backbone, list(pool.map(lambda j: decode_job(backbone, root, j), reread)))
-            write_batch(store, results + twins, done, report, run_id)
-            bar.update(len(results) + len(twins))
+        try:
+            _embed_batches(store, backbone, root, batches, copies, pool, bar, done, report, run_id)
+        except BaseException:  # stop now: the batches decoded ahead would only be thrown away
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+
+def _embed_batches(
+    store: Store,
+    backbone: Backbone,
+    root: str,
+    batches: list[Sequence[Job]],
+    copies: dict[str, list[Job]],
+    pool: ThreadPoolExecutor,
+    bar: Progress,
+    done: dict[str, ImageRow],
+    report: EmbedReport,
+    run_id: int,
+) -> None:
+    """The decode-ahead loop of ``_embed_jobs``: one committed transaction per batch."""
+    ahead: deque[list[Future[DecodedJob]]] = deque()
+    for index in range(len(batches)):
+        while len(ahead) <= PREFETCH_BATCHES and index + len(ahead) < len(batches):
+            ahead.append([pool.submit(decode_job, backbone, root, job) for job in batches[index + len(ahead)]])
+        results = embed_decoded(backbone, [future.result() for future in ahead.popleft()])
+        twins: list[Embedded] = []
+        reread: list[Job] = []
+        for item in results:
+            if item.row.sha256 == item.job.sha256:  # decoded from the planned bytes: true of its copies too
+                twins += [_copy_of(item, job) for job in copies[item.job.sha256]]
+            else:  # replaced or gone since planning: its copies are read for themselves
+                reread += copies[item.job.sha256]
+        if reread:
+            twins += embed_decoded(backbone, list(pool.map(lambda j: decode_job(backbone, root, j), reread)))
+        write_batch(store, results + twins, done, report, run_id)
+        bar.update(len(results) + len(twins))
 
 
 def _copy_of(item: Embedded, job: Job) -> Embedded:
