@@ -23,7 +23,7 @@ from .analysis import EvidenceLoader, components, neighbourhood
 from .backbones import Backbone
 from .duplicates import CANDIDATE_K, Verifier
 from .evidence import compute as compute_evidence
-from .images import ImageError, decode, viewed_rgb
+from .images import ImageError, decode, fs_path, viewed_rgb
 from .search import cosine_scores
 from .transforms import EDITS, VARIANTS, apply_variant, encode_decode
 
@@ -111,7 +111,7 @@ def calibrate(
     used = 0
     for i in chosen:
         try:
-            source = decode(Path(paths[i][0])).rgb
+            source = decode(Path(fs_path(paths[i][0]))).rgb  # stored as path text
         except (ImageError, OSError):
             continue  # the file moved since it was indexed
         used += 1

@@ -8,7 +8,9 @@ import json
 import logging
 import os
 import re
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,29 +32,59 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("embedlab")
 
-EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
+EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 130, 143
+SEED_MAX = 2**32 - 1  # NumPy's legacy seed range, which every seeded generator accepts
 
 
 class CliError(Exception):
     """A user-facing failure: printed as one line, exit status 1."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every command stops (and records its run) the same way."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+def _whole(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, not {text!r}") from None
+
+
 def _positive(text: str) -> int:
-    value = int(text)
+    value = _whole(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
 
 
+def _seed(text: str) -> int:
+    value = _whole(text)
+    if not 0 <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to {SEED_MAX}")
+    return value
+
+
 def _non_negative_float(text: str) -> float:
-    value = float(text)
+    value = _number(text)
     if not value >= 0:
         raise argparse.ArgumentTypeError("must be 0 or more")
     return value
 
 
 def _fraction(text: str) -> float:
-    value = float(text)
+    value = _number(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError("must be between 0 and 1")
     return value
@@ -66,7 +98,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _unit(text: str) -> float:
-    value = float(text)
+    value = _number(text)
     if not -1.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError("must be a cosine similarity between -1 and 1")
     return value
@@ -101,9 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--images-dir", required=True, help="folder scanned recursively for images Pillow can read")
     embed.add_argument("--out", required=True, help="index folder; the store is OUT/embedlab.db (created if missing)")
     embed.add_argument(
-        "--batch-size", type=_positive, default=32, help="images per forward pass and commit (default 32)"
+        "--batch-size",
+        type=_positive,
+        default=32,
+        help="images per forward pass and commit (default 32; at most 256, so memory stays bounded)",
     )
-    embed.add_argument("--seed", type=int, default=0, help="seed for every random generator (default 0)")
+    embed.add_argument(
+        "--seed", type=_seed, default=0, help=f"seed for every random generator, 0 to {SEED_MAX} (default 0)"
+    )
     embed.add_argument(
         "--backbone",
         choices=BACKBONES,
@@ -231,7 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     calibrate.add_argument("--index", required=True, help="index folder written by embed (its image files must exist)")
     calibrate.add_argument("--sample", type=_positive, default=40, help="indexed images to transform (default 40)")
-    calibrate.add_argument("--seed", type=int, default=0, help="seed for choosing the sample (default 0)")
+    calibrate.add_argument(
+        "--seed", type=_seed, default=0, help=f"seed for choosing the sample, 0 to {SEED_MAX} (default 0)"
+    )
     calibrate.add_argument(
         "--dup-threshold", type=_unit, default=0.92, help="report recall per edit at this threshold (default 0.92)"
     )
@@ -311,7 +350,7 @@ _METRICS_HELP = "also write this run's metrics (counts, timings, rates, peak mem
 
 
 def _non_negative(text: str) -> int:
-    value = int(text)
+    value = _whole(text)
     if value < 0:
         raise argparse.ArgumentTypeError("must be 0 or more")
     return value
@@ -799,6 +838,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO)
     set_log_paths(args.log_paths)
     args.metrics = {"command": args.command}
+    # SIGTERM (kill, a container stopping) stops a command the way Ctrl-C does: the batch in
+    # flight rolls back, the run is recorded 'interrupted', one line says so (exit 143).
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if on_main_thread else None
     try:
         status = COMMANDS[args.command](args)
         if args.metrics_out:
@@ -807,6 +850,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CliError, ClusterError, ImageError, StoreError, BackboneError) as exc:
         print(f"embedlab: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except Terminated:
+        print("embedlab: terminated (SIGTERM); committed batches are kept", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print("embedlab: interrupted; committed batches are kept", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -818,3 +864,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"embedlab: internal error: {type(exc).__name__}: {exc} (re-run with -v for details)", file=sys.stderr)
         return EXIT_ERROR
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

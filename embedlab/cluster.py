@@ -107,6 +107,7 @@ def _job_schema() -> pa.Schema:
             ("abspath", pa.string()),
             ("size", pa.int64()),
             ("mtime_ns", pa.int64()),
+            ("ctime_ns", pa.int64()),
             ("sha256", pa.string()),
         ]
     )
@@ -138,6 +139,7 @@ def jobs_table(jobs: Sequence[Job]) -> pa.Table:
             "abspath": [os.path.abspath(j.info.abspath) for j in jobs],
             "size": [j.info.size for j in jobs],
             "mtime_ns": [j.info.mtime_ns for j in jobs],
+            "ctime_ns": [j.info.ctime_ns for j in jobs],
             "sha256": [j.sha256 for j in jobs],
         },
         schema=_job_schema(),
@@ -219,7 +221,11 @@ class EmbedWorker:
 
         records = batch.to_pylist()
         jobs = [
-            Job(ImageFileInfo(r["path"], Path(r["abspath"]), r["size"], r["mtime_ns"]), r["sha256"]) for r in records
+            Job(
+                ImageFileInfo(r["path"], Path(r["abspath"]), r["size"], r["mtime_ns"], ctime_ns=r["ctime_ns"]),
+                r["sha256"],
+            )
+            for r in records
         ]
         results = embed_jobs(self.backbone, self.root, jobs, self.pool)
         return results_table([r["i"] for r in records], results, self.node)

@@ -19,13 +19,14 @@ import os
 import warnings
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image
 
 DICOM_EXTENSIONS = frozenset({".dcm", ".dicom"})
 _PREAMBLE = 128  # bytes before the "DICM" magic in a Part 10 file
+PREAMBLE_BYTES = _PREAMBLE + 4  # what has_preamble looks at
 
 # pydicom logs and warns with element values in the text; keep all of it out of stderr.
 logging.getLogger("pydicom").addHandler(logging.NullHandler())
@@ -49,17 +50,20 @@ def available() -> bool:
     return importlib.util.find_spec("pydicom") is not None
 
 
-def has_preamble(path: str | os.PathLike[str]) -> bool:
-    """True when the file carries the Part 10 marker: 'DICM' at byte 128 (one small read)."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(_PREAMBLE + 4)
-    except OSError:
-        return False
-    return head[_PREAMBLE:] == b"DICM"
+def has_preamble(path: str | os.PathLike[str], head: bytes | None = None) -> bool:
+    """True when the file carries the Part 10 marker: 'DICM' at byte 128 (one small read).
+
+    ``head``, the file's first PREAMBLE_BYTES bytes already read, saves the read."""
+    if head is None:
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(PREAMBLE_BYTES)
+        except OSError:
+            return False
+    return head[_PREAMBLE:PREAMBLE_BYTES] == b"DICM"
 
 
-def is_dicom(path: str | os.PathLike[str], image_extensions: Collection[str] = ()) -> bool:
+def is_dicom(path: str | os.PathLike[str], image_extensions: Collection[str] = (), head: bytes | None = None) -> bool:
     """By extension (.dcm, .dicom); a file without a known image extension is sniffed.
 
     Files with an image extension are not sniffed here: reading the head of every
@@ -69,11 +73,11 @@ def is_dicom(path: str | os.PathLike[str], image_extensions: Collection[str] = (
     ext = os.path.splitext(os.fspath(path))[1].lower()
     if ext in DICOM_EXTENSIONS:
         return True
-    return ext not in image_extensions and has_preamble(path)
+    return ext not in image_extensions and has_preamble(path, head)
 
 
-def read_dicom(path: str | os.PathLike[str], max_pixels: int | None = None) -> DicomImage:
-    """The first frame of a DICOM file as 8-bit RGB. Raises on anything unreadable."""
+def read_dicom(path: str | os.PathLike[str] | BinaryIO, max_pixels: int | None = None) -> DicomImage:
+    """The first frame of a DICOM file (a path or an open binary file) as 8-bit RGB. Raises on anything unreadable."""
     import pydicom
     from pydicom import config
     from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import logging
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +78,7 @@ class ImageFileInfo:
     size: int
     mtime_ns: int
     error: str | None = None  # set when the file cannot be used at all (broken link, bad name)
+    ctime_ns: int | None = None  # status change (chmod, chown, rewrite): a failed file is retried when it moves
 
 
 @dataclass(frozen=True)
@@ -104,14 +107,16 @@ def display_root(folder: str | os.PathLike[str]) -> str:
     return os.path.normpath(os.fspath(folder))
 
 
-def scan_images(folder: str | os.PathLike[str]) -> list[ImageFileInfo]:
+def scan_images(folder: str | os.PathLike[str], unlisted: list[str] | None = None) -> list[ImageFileInfo]:
     """List image files below ``folder`` in a stable order, skipping hidden entries.
 
     Symlinked folders are followed once each (a loop is skipped with a warning).
     Files that look like images but cannot be used (a broken or looping
     symlink, a name that is not UTF-8) come back with ``error`` set, so the
     caller can record why. Extension-less files and UID-style names
-    (``1.2.840.…``) are sniffed for the DICOM preamble.
+    (``1.2.840.…``) are sniffed for the DICOM preamble. Folders that cannot be
+    listed (permissions) are logged and, when ``unlisted`` is given, appended
+    to it as display paths: their files are unknown, not gone.
     """
     root = display_root(folder)
     if not os.path.isdir(root):
@@ -120,7 +125,13 @@ def scan_images(folder: str | os.PathLike[str]) -> list[ImageFileInfo]:
     found: list[ImageFileInfo] = []
     top = os.stat(root)
     visited = {(top.st_dev, top.st_ino)}
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=_walk_error):
+
+    def walk_error(exc: OSError) -> None:
+        log.warning("%s: cannot list folder (%s)", path_token(exc.filename or "?"), exc.strerror)
+        if unlisted is not None and exc.filename is not None:
+            unlisted.append(_display_path(root, os.fspath(exc.filename)))
+
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=walk_error):
         dirnames[:] = _unvisited(dirpath, sorted(d for d in dirnames if not d.startswith(".")), visited)
         for name in sorted(filenames):
             if name.startswith("."):
@@ -128,9 +139,7 @@ def scan_images(folder: str | os.PathLike[str]) -> list[ImageFileInfo]:
             full = os.path.join(dirpath, name)
             if not _wanted(full, name, exts):
                 continue
-            rel = os.path.relpath(full, root).replace(os.sep, "/")
-            path = rel if root == "." else f"{root.replace(os.sep, '/')}/{rel}"
-            info = _file_info(path, full)
+            info = _file_info(_display_path(root, full), full)
             if info is not None:
                 found.append(info)
     found.sort(key=lambda f: f.path)
@@ -147,14 +156,66 @@ def _wanted(full: str, name: str, exts: frozenset[str]) -> bool:
     return (not ext or ext[1:].isdigit()) and dicom.has_preamble(full)
 
 
+def _display_path(root: str, full: str) -> str:
+    """The stored, printed path of ``full``: relative to how the user named ``root``, as path text."""
+    rel = os.path.relpath(full, root).replace(os.sep, "/")
+    return path_text(rel if root == "." else f"{root.replace(os.sep, '/')}/{rel}")
+
+
+# A backslash that the decoder of path_text would read as the start of an escape.
+_ESCAPE_AHEAD = re.compile(r"\\|x[0-9a-f]{2}")
+
+
+def path_text(path: str) -> str:
+    """A file system path (str, with surrogates for bytes that are not UTF-8) as lossless UTF-8 text.
+
+    Bytes that are not UTF-8 are written ``\\xNN`` (``caf\\xe9.png``); a real backslash
+    is doubled only where it would otherwise read as such an escape, so every
+    ordinary name stays as it is and no two names share one text (a file named
+    ``caf\\xe9.png`` with a literal backslash is ``caf\\\\xe9.png``). ``fs_path`` inverts it.
+    """
+    if "\\" not in path:
+        try:
+            path.encode("utf-8")
+            return path
+        except UnicodeEncodeError:
+            pass
+    parts = [f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else c for c in path]
+    out: list[str] = []
+    for i in range(len(parts) - 1, -1, -1):  # right to left: an escape depends on what follows
+        part = parts[i]
+        if part == "\\" and _ESCAPE_AHEAD.match("".join(out[-1:-4:-1])):
+            part = "\\\\"
+        out.append(part)
+    return "".join(reversed(out))
+
+
+def fs_path(text: str) -> str:
+    """The file system path (surrogate-escaped str, as os.fsdecode gives) of a ``path_text``."""
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c == "\\" and text[i + 1 : i + 2] == "\\":
+            out.append("\\")
+            i += 2
+        elif c == "\\" and re.fullmatch(r"x[0-9a-f]{2}", text[i + 1 : i + 4]):
+            out.append(chr(0xDC00 + int(text[i + 2 : i + 4], 16)))
+            i += 4
+        else:
+            out.append(c)
+            i += 1
+    return os.fsdecode(os.fsencode("".join(out)))
+
+
 def _file_info(path: str, full: str) -> ImageFileInfo | None:
     """Stat one candidate; None for things that are not files (or vanished already)."""
     try:
-        path.encode("utf-8")
+        full.encode("utf-8")
     except UnicodeEncodeError:
-        shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
         st = os.lstat(full)
-        return ImageFileInfo(shown, Path(full), st.st_size, st.st_mtime_ns, "file name is not valid UTF-8; rename it")
+        reason = "file name is not valid UTF-8; rename it"
+        return ImageFileInfo(path, Path(full), st.st_size, st.st_mtime_ns, reason, st.st_ctime_ns)
     try:
         st = os.stat(full)
     except OSError as exc:
@@ -163,10 +224,12 @@ def _file_info(path: str, full: str) -> ImageFileInfo | None:
         except OSError:
             return None  # gone between listing and stat: nothing to record
         reason = "symbolic link loop" if exc.errno == errno.ELOOP else "broken symbolic link"
-        return ImageFileInfo(path, Path(full), lst.st_size, lst.st_mtime_ns, f"{reason}: {exc.strerror}")
+        return ImageFileInfo(
+            path, Path(full), lst.st_size, lst.st_mtime_ns, f"{reason}: {exc.strerror}", lst.st_ctime_ns
+        )
     if not os.path.isfile(full):
         return None
-    return ImageFileInfo(path, Path(full), st.st_size, st.st_mtime_ns)
+    return ImageFileInfo(path, Path(full), st.st_size, st.st_mtime_ns, ctime_ns=st.st_ctime_ns)
 
 
 def _unvisited(dirpath: str, names: list[str], visited: set[tuple[int, int]]) -> list[str]:
@@ -187,10 +250,6 @@ def _unvisited(dirpath: str, names: list[str], visited: set[tuple[int, int]]) ->
         visited.add(key)
         keep.append(name)
     return keep
-
-
-def _walk_error(exc: OSError) -> None:
-    log.warning("%s: cannot list folder (%s)", path_token(exc.filename or "?"), exc.strerror)
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -260,28 +319,56 @@ def viewed_rgb(img: Image.Image) -> Image.Image:
     return to_rgb(ImageOps.exif_transpose(img))
 
 
-def decode(path: str | os.PathLike[str]) -> Decoded:
+def read_file(path: str | os.PathLike[str]) -> tuple[bytes, os.stat_result]:
+    """The whole file and its stat, taken from the open file before reading.
+
+    Decoding from these bytes, and hashing them, makes a row describe exactly
+    what was decoded even when the file is replaced or deleted meanwhile; the
+    stat is from before the read, so a write during it shows at the next run.
+    """
+    with open(path, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        return fh.read(), st
+
+
+class _InMemory(io.BytesIO):
+    """A file's bytes for the decoders; messages that name the stream name the file, as a path would."""
+
+    def __init__(self, data: bytes, path: str | os.PathLike[str]):
+        super().__init__(data)
+        self.name = os.fspath(path)
+
+    def __repr__(self) -> str:
+        return repr(self.name)
+
+
+def decode(path: str | os.PathLike[str], data: bytes | None = None) -> Decoded:
     """Open an image fully, apply EXIF orientation and return RGB pixels.
 
-    Raises ImageError with a one-line reason for anything unreadable: decoders
-    fail in many ways on damaged files, and one bad file must never stop a run.
+    The file is read once (or ``data``, its bytes already read, is used) and
+    decoded from memory. Raises ImageError with a one-line reason for anything
+    unreadable: decoders fail in many ways on damaged files, and one bad file
+    must never stop a run.
     """
-    if dicom.is_dicom(path, image_extensions()):
-        return _decode_dicom(path)
     try:
-        return _decode_pillow(path)
+        if data is None:
+            data = read_file(path)[0]
+        head = data[: dicom.PREAMBLE_BYTES]
+        if dicom.is_dicom(path, image_extensions(), head=head):
+            return _decode_dicom(path, data)
+        return _decode_pillow(path, data)
     except ImageError:
         raise
     except Exception as exc:  # OSError, SyntaxError, struct.error, MemoryError, ...
-        if dicom.has_preamble(path):  # a DICOM file with an image extension
-            return _decode_dicom(path)
+        if data is not None and dicom.has_preamble(path, head=data[: dicom.PREAMBLE_BYTES]):
+            return _decode_dicom(path, data)  # a DICOM file with an image extension
         raise ImageError(f"{type(exc).__name__}: {_one_line(exc, path)}") from None
 
 
-def _decode_pillow(path: str | os.PathLike[str]) -> Decoded:
-    if os.stat(path).st_size == 0:
+def _decode_pillow(path: str | os.PathLike[str], data: bytes) -> Decoded:
+    if not data:
         raise ImageError("empty file (0 bytes)")
-    with Image.open(path) as img:
+    with Image.open(_InMemory(data, path)) as img:
         fmt = img.format or "unknown"
         mode = img.mode
         width, height = img.size
@@ -304,11 +391,11 @@ def _decode_pillow(path: str | os.PathLike[str]) -> Decoded:
     return Decoded(rgb=rgb, format=fmt, mode=mode, width=width, height=height, frames=frames)
 
 
-def _decode_dicom(path: str | os.PathLike[str]) -> Decoded:
+def _decode_dicom(path: str | os.PathLike[str], data: bytes) -> Decoded:
     if not dicom.available():
         raise ImageError("DICOM file, but pydicom is not installed (pip install pydicom)")
     try:
-        image = dicom.read_dicom(path, max_pixels=_max_pixels)
+        image = dicom.read_dicom(_InMemory(data, path), max_pixels=_max_pixels)
     except Exception as exc:  # pydicom raises many types for damaged or unsupported files
         raise ImageError(f"{type(exc).__name__}: {_one_line(exc, path)}") from None
     rgb = image.rgb

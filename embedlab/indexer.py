@@ -11,6 +11,7 @@ index's signature and the weights file's hash, never torch.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections import deque
@@ -34,6 +35,7 @@ from .images import (
     display_root,
     path_token,
     quality_metrics,
+    read_file,
     scan_images,
     sha256_file,
 )
@@ -65,6 +67,10 @@ log = logging.getLogger("embedlab")
 # overlaps inference, and memory stays bounded (workers keep only the network
 # input, never the full-size picture).
 PREFETCH_BATCHES = 2
+# Most images decoded, embedded and committed at a time, whatever --batch-size
+# says: up to (1 + PREFETCH_BATCHES) batches of network inputs (0.6 MB each) sit
+# in memory, so 256 keeps that near 0.5 GB, and a crash loses at most one batch.
+MAX_BATCH = 256
 
 
 @dataclass
@@ -76,6 +82,7 @@ class EmbedReport:
     removed: int = 0
     failed: int = 0
     embedded_vectors: int = 0
+    unlisted_folders: int = 0  # folders that could not be listed: their indexed files are kept, not removed
     backbone: str = ""
     recipe: str = ""
     dim: int = 0
@@ -156,18 +163,33 @@ class DecodedJob:
 
 
 def decode_job(backbone: Backbone, root: str, job: Job) -> DecodedJob:
-    """Everything per file except the forward pass: decode, measure, preprocess (thread-safe)."""
+    """Everything per file except the forward pass: read, hash, decode, measure, preprocess (thread-safe).
+
+    The file is read once and its row is keyed by the hash of those very bytes,
+    with the stat taken as they were read: a file replaced since planning is
+    stored under its new content (``row.sha256 != job.sha256``), never under the
+    planned hash, and one gone since planning is a ``cannot read`` error with
+    no hash. Either way the row says nothing about other files planned with it.
+    """
     info = job.info
     try:
-        image = decode(info.abspath)
+        data, st = read_file(info.abspath)
+    except OSError as exc:
+        return DecodedJob(job, _error_row(info, root, "", f"cannot read: {exc.strerror}"), None)
+    sha = hashlib.sha256(data).hexdigest()
+    if sha != job.sha256:
+        log.warning("%s: changed while embedding; stored as its new content", path_token(info.path))
+    info = replace(info, size=len(data), mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns)
+    try:
+        image = decode(info.abspath, data)
         prepared = backbone.prepare(image.rgb)
         evidence = compute_evidence(image.rgb)
     except ImageError as exc:
-        return DecodedJob(job, _error_row(info, root, job.sha256, str(exc)), None)
+        return DecodedJob(job, _error_row(info, root, sha, str(exc)), None)
     row = ImageRow(
         path=info.path,
         root=root,
-        sha256=job.sha256,
+        sha256=sha,
         size=info.size,
         mtime_ns=info.mtime_ns,
         status="ok",
@@ -178,13 +200,16 @@ def decode_job(backbone: Backbone, root: str, job: Job) -> DecodedJob:
         frames=image.frames,
         modality=image.modality,
         body_part=image.body_part,
+        ctime_ns=info.ctime_ns,
         **quality_metrics(image.rgb),  # type: ignore[arg-type]
     )
     return DecodedJob(job, row, prepared, evidence)
 
 
 def embed_decoded(backbone: Backbone, decoded: Sequence[DecodedJob]) -> list[Embedded]:
-    """The forward pass for a batch of decoded files; a copy inside the batch shares the first one's vector."""
+    """The forward pass for a batch of decoded files; a copy inside the batch shares the first one's vector.
+
+    Copies are found by the hash of the bytes each file was decoded from, not by the planned one."""
     out: list[Embedded] = []
     first: dict[str, int] = {}
     to_embed: list[tuple[int, Prepared]] = []
@@ -193,11 +218,11 @@ def embed_decoded(backbone: Backbone, decoded: Sequence[DecodedJob]) -> list[Emb
         if item.prepared is None:
             out.append(Embedded(job, row, None))
             continue
-        if job.sha256 in first:
-            twin = out[first[job.sha256]].row
-            out.append(Embedded(job, replace(twin, path=row.path, size=row.size, mtime_ns=row.mtime_ns), None))
+        if row.sha256 in first:
+            twin = out[first[row.sha256]].row
+            out.append(Embedded(job, _restat(twin, row), None))
             continue
-        first[job.sha256] = len(out)
+        first[row.sha256] = len(out)
         out.append(Embedded(job, row, None, item.evidence))
         to_embed.append((len(out) - 1, item.prepared))
     if to_embed:
@@ -257,17 +282,28 @@ def embed_folder(
 ) -> EmbedReport:
     """Embed every image under ``images_dir`` into the index at ``out``.
 
+    ``batch_size`` is capped at MAX_BATCH (the transactions stay bounded).
     ``rehash`` hashes every file even when its size and mtime are unchanged,
     for file systems or tools that rewrite content but keep both. ``executor``
     runs the per-file work elsewhere (``cluster.RayExecutor``); planning and
     every write stay here, as in a local run.
     """
     started = time.perf_counter()
+    if batch_size > MAX_BATCH:
+        log.warning(
+            "--batch-size %d is above %d: embedding and committing %d images at a time, so memory stays bounded",
+            batch_size,
+            MAX_BATCH,
+            MAX_BATCH,
+        )
+        batch_size = MAX_BATCH
     root = display_root(images_dir)
-    files = scan_images(images_dir)
+    unlisted: list[str] = []
+    files = scan_images(images_dir, unlisted)
     if not files:  # refuse before touching the index: an empty mount must not wipe it
-        raise ImageError(f"no images found in {root}")
-    report = EmbedReport(images=len(files))
+        why = f" ({len(unlisted)} folder(s) could not be listed)" if unlisted else ""
+        raise ImageError(f"no images found in {root}{why}")
+    report = EmbedReport(images=len(files), unlisted_folders=len(unlisted))
     with Store(out, create=True) as store, store.writer_lock():
         spec = resolve_spec(store, backbone_name, weights, recipe)
         report.backbone, report.recipe, report.dim = spec.name, spec.recipe.name, spec.dim
@@ -283,7 +319,10 @@ def embed_folder(
         )
         report.run_id = run_id
         try:
-            _sync(store, spec, root, files, report, run_id, batch_size, workers, seed, rehash, executor)
+            _sync(store, spec, root, files, unlisted, report, run_id, batch_size, workers, seed, rehash, executor)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM, like a run killed outright
+            store.finish_run(run_id, "interrupted", counts=_counts(report))
+            raise
         except BaseException:
             store.finish_run(run_id, "failed", counts=_counts(report))
             raise
@@ -296,7 +335,7 @@ def embed_folder(
 
 
 def _counts(report: EmbedReport) -> dict[str, int]:
-    keys = ("images", "new", "reused", "unchanged", "removed", "failed", "embedded_vectors")
+    keys = ("images", "new", "reused", "unchanged", "removed", "failed", "embedded_vectors", "unlisted_folders")
     return {k: getattr(report, k) for k in keys}
 
 
@@ -305,6 +344,7 @@ def _sync(
     spec: BackboneSpec,
     root: str,
     files: list[ImageFileInfo],
+    unlisted: list[str],
     report: EmbedReport,
     run_id: int,
     batch_size: int,
@@ -343,7 +383,13 @@ def _sync(
 
     t0 = time.perf_counter()
     seen = {f.path for f in files}
-    gone = sorted(p for p in known if p not in seen)
+    hidden = tuple(folder + "/" for folder in unlisted)  # unknown, not gone: their rows stay
+    gone = sorted(p for p in known if p not in seen and not p.startswith(hidden))
+    if unlisted:
+        kept = sum(p.startswith(hidden) for p in known)
+        log.warning(
+            "%d folder(s) could not be listed: their %d indexed file(s) are kept, not removed", len(unlisted), kept
+        )
     with store.transaction():
         store.delete_images(gone)
         store.delete_orphan_vectors()
@@ -359,15 +405,27 @@ def _plan(
     report: EmbedReport,
     rehash: bool = False,
 ) -> tuple[list[ImageRow], list[Job]]:
-    """Split the scan into rows that reuse a stored vector and files that need the model."""
+    """Split the scan into rows that reuse a stored vector and files that need the model.
+
+    A failed file is tried again when its status-change time moves (chmod,
+    chown, a rewrite), not only its size or mtime. ``rehash`` hashes every
+    file and trusts a stored vector only when it is known to come from bytes
+    with that hash (``Store.checked_shas``): others, and every failed file,
+    are decoded again.
+    """
     # A content counts as embedded when it has both its vector and this version's evidence;
     # an index written before evidence existed gets it on the next embed.
     have_vectors = store.embedded_shas() & store.shas_with_evidence()
+    trusted = store.checked_shas() & have_vectors if rehash else have_vectors
     reused_rows: list[ImageRow] = []
     jobs: list[Job] = []
     for info in files:
         old = known.get(info.path)
         same = old if old is not None and old.size == info.size and old.mtime_ns == info.mtime_ns else None
+        if same is not None and same.status == "error" and same.ctime_ns != info.ctime_ns:
+            same = None  # failed before, and its metadata moved since: try again
+        if same is not None and same.status == "ok" and same.sha256 not in have_vectors:
+            same = None  # its vector has no evidence yet (an older index): embed it once more
         if same is not None and not rehash:
             report.unchanged += 1
             report.failed += same.status == "error"
@@ -384,13 +442,12 @@ def _plan(
             reused_rows.append(_error_row(info, root, "", f"cannot read: {exc.strerror}"))
             report.failed += 1
             continue
-        if same is not None and same.sha256 == sha and (same.status == "error" or sha in have_vectors):
+        if same is not None and same.status == "ok" and same.sha256 == sha and sha in trusted:
             report.unchanged += 1  # --rehash confirmed the content
-            report.failed += same.status == "error"
             continue
-        template = store.image_row_for_sha(sha) if sha in have_vectors else None
+        template = store.image_row_for_sha(sha) if sha in trusted else None
         if template is not None:
-            reused_rows.append(replace(template, path=info.path, root=root, size=info.size, mtime_ns=info.mtime_ns))
+            reused_rows.append(replace(_restat(template, info), root=root))
             report.reused += 1
         else:
             jobs.append(Job(info, sha))
@@ -424,20 +481,53 @@ def _embed_jobs(
             unique.append(job)
     batches = list(_batches(unique, max(1, batch_size)))
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, progress(len(jobs), "embedding") as bar:
-        ahead: deque[list[Future[DecodedJob]]] = deque()
-        for index in range(len(batches)):
-            while len(ahead) <= PREFETCH_BATCHES and index + len(ahead) < len(batches):
-                ahead.append([pool.submit(decode_job, backbone, root, job) for job in batches[index + len(ahead)]])
-            results = embed_decoded(backbone, [future.result() for future in ahead.popleft()])
-            twins = [_copy_of(item, job) for item in results for job in copies[item.job.sha256]]
-            write_batch(store, results + twins, done, report, run_id)
-            bar.update(len(results) + len(twins))
+        try:
+            _embed_batches(store, backbone, root, batches, copies, pool, bar, done, report, run_id)
+        except BaseException:  # stop now: the batches decoded ahead would only be thrown away
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+
+def _embed_batches(
+    store: Store,
+    backbone: Backbone,
+    root: str,
+    batches: list[Sequence[Job]],
+    copies: dict[str, list[Job]],
+    pool: ThreadPoolExecutor,
+    bar: Progress,
+    done: dict[str, ImageRow],
+    report: EmbedReport,
+    run_id: int,
+) -> None:
+    """The decode-ahead loop of ``_embed_jobs``: one committed transaction per batch."""
+    ahead: deque[list[Future[DecodedJob]]] = deque()
+    for index in range(len(batches)):
+        while len(ahead) <= PREFETCH_BATCHES and index + len(ahead) < len(batches):
+            ahead.append([pool.submit(decode_job, backbone, root, job) for job in batches[index + len(ahead)]])
+        results = embed_decoded(backbone, [future.result() for future in ahead.popleft()])
+        twins: list[Embedded] = []
+        reread: list[Job] = []
+        for item in results:
+            if item.row.sha256 == item.job.sha256:  # decoded from the planned bytes: true of its copies too
+                twins += [_copy_of(item, job) for job in copies[item.job.sha256]]
+            else:  # replaced or gone since planning: its copies are read for themselves
+                reread += copies[item.job.sha256]
+        if reread:
+            twins += embed_decoded(backbone, list(pool.map(lambda j: decode_job(backbone, root, j), reread)))
+        write_batch(store, results + twins, done, report, run_id)
+        bar.update(len(results) + len(twins))
 
 
 def _copy_of(item: Embedded, job: Job) -> Embedded:
     """Another file with the same bytes: the same row (ok or error) under its own path and stat."""
     info = job.info
-    return Embedded(job, replace(item.row, path=info.path, size=info.size, mtime_ns=info.mtime_ns), None)
+    return Embedded(job, _restat(item.row, info), None)
+
+
+def _restat(row: ImageRow, info: ImageFileInfo | ImageRow) -> ImageRow:
+    """``row`` (another file's, same bytes) under the path and stat of ``info``."""
+    return replace(row, path=info.path, size=info.size, mtime_ns=info.mtime_ns, ctime_ns=info.ctime_ns)
 
 
 def _record_signature(store: Store, spec: BackboneSpec) -> None:
@@ -492,7 +582,7 @@ def write_batch(
         # copies were embedded apart (on two cluster workers) and arrive together.
         earlier = done.get(row.sha256) or batch_rows.get(row.sha256)
         if earlier is not None:
-            rows.append(replace(earlier, path=info.path, size=info.size, mtime_ns=info.mtime_ns))
+            rows.append(_restat(earlier, row))
             continue
         rows.append(row)
         if item.vector is not None:
@@ -514,7 +604,14 @@ def write_batch(
 
 def _error_row(info: ImageFileInfo, root: str, sha: str, error: str) -> ImageRow:
     return ImageRow(
-        path=info.path, root=root, sha256=sha, size=info.size, mtime_ns=info.mtime_ns, status="error", error=error
+        path=info.path,
+        root=root,
+        sha256=sha,
+        size=info.size,
+        mtime_ns=info.mtime_ns,
+        status="error",
+        error=error,
+        ctime_ns=info.ctime_ns,
     )
 
 

@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from .analysis import analyze_vectors, evidence_loader
-from .images import ImageError, decode
+from .images import ImageError, decode, fs_path
 from .progress import Progress
 from .search import SCORE_DECIMALS, cosine_scores
 from .store import ImageRow, Store
@@ -132,10 +132,11 @@ class Thumbnails:
 
 
 def _one_thumbnail(path: str) -> tuple[str, str | None, str]:
-    if not os.path.exists(path):
+    """``path`` as stored (path text), its thumbnail or why there is none."""
+    if not os.path.exists(fs_path(path)):
         return path, None, "file not found"
     try:
-        return path, thumbnail_uri(path), ""
+        return path, thumbnail_uri(fs_path(path)), ""
     except ImageError as exc:
         return path, None, str(exc)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .store import Store, StoreError
+from .store import KNN_MAX, Store, StoreError
 
 log = logging.getLogger("embedlab")
 
@@ -86,12 +86,13 @@ class Searcher:
             if not ann_shas:
                 return [], np.zeros(0)
             return ann_shas, cosine_scores(self.store.vectors_for(ann_shas), query)
-        if self.engine == "sqlite-vec":
+        if self.engine == "sqlite-vec" and want <= KNN_MAX:
             shas = [sha for sha, _ in self.store.knn(query, want) if sha in self.paths]
             if not shas:
                 return [], np.zeros(0)
             return shas, cosine_scores(self.store.vectors_for(shas), query)
-        assert self._matrix is not None
+        if self._matrix is None:  # sqlite-vec answers at most KNN_MAX: the exact scan serves larger k
+            self._shas, self._matrix = self.store.load_vectors(through_vec=False)
         rough = self._matrix @ query.astype(np.float32)  # float32 BLAS scan, then exact re-score
         keep = np.argpartition(-rough, want - 1)[:want] if len(rough) > want else np.arange(len(rough))
         return [self._shas[i] for i in keep], cosine_scores(self._matrix[keep], query)

@@ -79,6 +79,7 @@ class ImageRow:
     body_part: str | None = None
     colourfulness: float | None = None
     band: float | None = None
+    ctime_ns: int | None = None  # the file's status-change time at the scan (schema v5); None before
 
 
 _IMAGE_COLUMNS = tuple(ImageRow.__dataclass_fields__)
@@ -350,12 +351,17 @@ class Store:
     def embedded_shas(self) -> set[str]:
         return {r[0] for r in self.execute("SELECT sha256 FROM embeddings")}
 
+    def checked_shas(self) -> set[str]:
+        """Hashes whose vector was computed from bytes hashed as they were decoded (schema v5 on)."""
+        return {r[0] for r in self.execute("SELECT sha256 FROM embeddings WHERE bytes_checked = 1")}
+
     def insert_vectors(self, shas: Sequence[str], vectors: np.ndarray, run_id: int) -> None:
         dim = int(vectors.shape[1])
         stamp = now()
         blobs = [np.ascontiguousarray(v, dtype="<f4").tobytes() for v in vectors]
         self.executemany(
-            "INSERT OR REPLACE INTO embeddings(sha256, dim, vector, run_id, created_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO embeddings(sha256, dim, vector, run_id, created_at, bytes_checked) "
+            "VALUES (?, ?, ?, ?, ?, 1)",
             ((s, dim, b, run_id, stamp) for s, b in zip(shas, blobs, strict=True)),
         )
         if self.vec_loaded and self._vec_table_exists():

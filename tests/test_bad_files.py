@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 
 from embedlab.cli import main
-from embedlab.images import ImageError, decode, path_token
+from embedlab.images import ImageError, decode, fs_path, path_token
 from embedlab.indexer import embed_folder
 
 from .conftest import skimage_image, small
@@ -226,3 +226,99 @@ def test_file_vanishing_before_decoding_is_an_image_error(tmp_path: Path) -> Non
     path.unlink()
     with pytest.raises(ImageError, match="No such file"):
         decode(path)
+
+
+def _status(index: Path, path: str) -> tuple[str, str | None]:
+    conn = sqlite3.connect(index / "embedlab.db")
+    row = conn.execute("SELECT status, error FROM images WHERE path = ?", (path,)).fetchone()
+    conn.close()
+    return row
+
+
+def test_failed_file_is_retried_when_its_permissions_change(work: Path) -> None:
+    """chmod changes only the status-change time (ctime): that alone brings a failed file back, no --rehash."""
+    prefix = _drop_root_file_access()
+    if prefix is None:
+        pytest.skip("running as root without setpriv: cannot make a file unreadable")
+    (work / "imgs").mkdir()
+    small(skimage_image("coins"), 64).convert("RGB").save(work / "imgs" / "ok.png")
+    small(skimage_image("camera"), 64).convert("RGB").save(work / "imgs" / "locked.png")
+    (work / "imgs" / "locked.png").chmod(0)
+    command = [*prefix, sys.executable, str(ROOT / "embedlab.py"), "embed", "--images-dir", "./imgs", "--out", "./idx"]
+    result = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert _status(work / "idx", "imgs/locked.png") == ("error", "cannot read: Permission denied")
+
+    (work / "imgs" / "locked.png").chmod(0o644)
+    report = embed_folder("./imgs", "./idx")
+    assert (report.unchanged, report.new, report.failed, report.embedded_vectors) == (1, 1, 0, 1)
+    assert _status(work / "idx", "imgs/locked.png") == ("ok", None)
+    again = embed_folder("./imgs", "./idx")  # fixed and recorded: nothing to retry
+    assert (again.unchanged, again.embedded_vectors) == (2, 0)
+
+
+def test_failed_file_is_retried_when_rewritten_with_the_same_size_and_mtime(work: Path) -> None:
+    (work / "imgs").mkdir()
+    good = _png_bytes(small(skimage_image("coins"), 64).convert("RGB"))
+    target = work / "imgs" / "scan.png"
+    target.write_bytes(b"\0" * len(good))  # a half-copied file: the right size, no picture yet
+    assert embed_folder("./imgs", "./index").failed == 1
+    stat = os.stat(target)
+    target.write_bytes(good)
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same size and mtime, ctime moved
+    report = embed_folder("./imgs", "./index")
+    assert (report.failed, report.embedded_vectors) == (0, 1)
+    assert _status(work / "index", "imgs/scan.png") == ("ok", None)
+
+
+def test_names_that_are_not_utf8_never_share_a_row_with_real_names(work: Path) -> None:
+    """`caf\\xe9.png` in Latin-1 bytes, a file literally named `caf\\xe9.png`, and `café.png`: three rows."""
+    folder = os.fsencode(work / "imgs")
+    os.mkdir(folder)
+    photos = [small(skimage_image(name), 64).convert("RGB") for name in ("coins", "camera", "coffee")]
+    names = [b"caf\xe9.png", b"caf\\xe9.png", "café.png".encode()]
+    for name, photo in zip(names, photos, strict=True):
+        with open(folder + b"/" + name, "wb") as fh:
+            fh.write(_png_bytes(photo))
+    report = embed_folder("./imgs", "./index")
+    assert (report.images, report.failed, report.embedded_vectors) == (3, 1, 2)
+    conn = sqlite3.connect(work / "index" / "embedlab.db")
+    rows = dict(conn.execute("SELECT path, coalesce(error, status) FROM images").fetchall())
+    conn.close()
+    assert rows == {
+        "imgs/caf\\xe9.png": "file name is not valid UTF-8; rename it",  # the byte, escaped as before
+        "imgs/caf\\\\xe9.png": "ok",  # a real backslash where it would read as an escape: doubled
+        "imgs/café.png": "ok",
+    }
+    # The text is lossless: each one names its own file again.
+    assert {os.fsencode(fs_path(p)) for p in rows} == {b"imgs/" + n for n in names}
+
+
+def test_folder_that_cannot_be_listed_keeps_its_rows_and_is_reported(work: Path) -> None:
+    """chmod 000 on a sub-folder: its files are unknown, not gone (as root the run drops the bypassing capabilities)."""
+    prefix = _drop_root_file_access()
+    if prefix is None:
+        pytest.skip("running as root without setpriv: chmod 000 does not stop root from listing a folder")
+    (work / "imgs" / "sub").mkdir(parents=True)
+    for folder, name in (("imgs", "coins"), ("imgs/sub", "camera"), ("imgs/sub", "coffee")):
+        small(skimage_image(name), 64).convert("RGB").save(work / folder / f"{name}.png")
+    assert embed_folder("./imgs", "./idx").images == 3
+    (work / "imgs" / "sub").chmod(0)
+    try:
+        command = [*prefix, sys.executable, str(ROOT / "embedlab.py"), "embed", "--images-dir", "./imgs"]
+        result = subprocess.run(
+            [*command, "--out", "./idx", "--json"], cwd=work, capture_output=True, text=True, timeout=300
+        )
+    finally:
+        (work / "imgs" / "sub").chmod(0o755)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["images"], summary["unchanged"], summary["removed"], summary["unlisted_folders"]) == (1, 1, 0, 1)
+    assert "cannot list folder (Permission denied)" in result.stderr
+    assert "1 folder(s) could not be listed: their 2 indexed file(s) are kept, not removed" in result.stderr
+    conn = sqlite3.connect(work / "idx" / "embedlab.db")
+    paths = [r[0] for r in conn.execute("SELECT path FROM images WHERE status = 'ok' ORDER BY path")]
+    counts = json.loads(conn.execute("SELECT counts FROM runs WHERE command = 'embed' ORDER BY id DESC").fetchone()[0])
+    conn.close()
+    assert paths == ["imgs/coins.png", "imgs/sub/camera.png", "imgs/sub/coffee.png"]
+    assert counts["unlisted_folders"] == 1 and counts["removed"] == 0

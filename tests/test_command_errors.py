@@ -84,6 +84,8 @@ def _corrupt(index: Path) -> None:
     db.write_bytes(bytes(data))
 
 
+WHOLE = "argument --k: must be a whole number, not '1.5'"
+SEED = "argument --seed: must be a whole number from 0 to 4294967295"
 # (test id, how to damage a copy of a good index (or None), command line after "-q", message, exit status)
 CASES: list[tuple[str, Callable[[Path], None] | None, list[str], str, int]] = [
     ("embed_missing_images_dir", None, ["embed", "--images-dir", "./nope", "--out", "./index"], "not a folder", 1),
@@ -106,6 +108,17 @@ CASES: list[tuple[str, Callable[[Path], None] | None, list[str], str, int]] = [
     ("dup_threshold_below_-1", None, ["analyze", "--index", "./index", "--dup-threshold", "-1.01"], "between -1", 2),
     ("dup_threshold_nan", None, ["analyze", "--index", "./index", "--dup-threshold", "nan"], "between -1", 2),
     ("anomaly_top_negative", None, ["analyze", "--index", "./index", "--anomaly-top", "-1"], "must be 0 or more", 2),
+    ("search_k_fraction", None, ["search", "--index", "./index", "--query-dir", "./q", "--k", "1.5"], WHOLE, 2),
+    ("dup_threshold_word", None, ["analyze", "--index", "./index", "--dup-threshold", "high"], "a number, not", 2),
+    ("embed_seed_negative", None, ["embed", "--images-dir", "./q", "--out", "./index", "--seed", "-1"], SEED, 2),
+    (
+        "embed_seed_too_large",
+        None,
+        ["embed", "--images-dir", "./q", "--out", "./index", "--seed", "4294967296"],
+        SEED,
+        2,
+    ),
+    ("calibrate_seed_negative", None, ["calibrate", "--index", "./index", "--seed", "-1"], SEED, 2),
 ]
 
 

@@ -153,3 +153,30 @@ def test_readers_and_a_second_writer_while_embed_is_writing(
     assert _committed(db) == N_IMAGES
     # The lock went with the process: a later embed runs.
     assert main(["-q", "embed", "--images-dir", "./imgs", "--out", "./index"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("signum", "status", "message"),
+    [
+        (signal.SIGTERM, 143, "embedlab: terminated (SIGTERM); committed batches are kept"),
+        (signal.SIGINT, 130, "embedlab: interrupted; committed batches are kept"),
+    ],
+    ids=["SIGTERM", "SIGINT"],
+)
+def test_sigterm_and_sigint_stop_embed_alike(work: Path, imgs: Path, signum: int, status: int, message: str) -> None:
+    """Both record the run 'interrupted' (as kill -9 ends up), keep whole batches, and say so in one line."""
+    db = work / "index" / "embedlab.db"
+    proc = _start_embed(work, "./index")
+    _wait_for_commits(proc, db, at_least=2)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == status, err
+    assert err.strip().splitlines()[-1] == message and "Traceback" not in err
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    runs = conn.execute("SELECT status, finished_at IS NOT NULL FROM runs WHERE command = 'embed'").fetchall()
+    left = conn.execute("SELECT count(*) FROM embeddings").fetchone()[0]
+    conn.close()
+    assert runs == [("interrupted", 1)] and 2 <= left < N_IMAGES
+    resumed = embed_folder("./imgs", "./index")
+    assert resumed.unchanged == left and resumed.embedded_vectors == N_IMAGES - left

@@ -158,3 +158,43 @@ def test_worker_results_do_not_depend_on_how_files_are_batched(work: Path, folde
     for e in pieces:
         if e.vector is not None and e.row.path in embedded:
             assert e.vector.tobytes() == embedded[e.row.path]
+
+
+def test_huge_batch_size_is_capped_with_a_message(work: Path, folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from embedlab.cli import main
+
+    assert main(["embed", "--images-dir", "./imgs", "--out", "./index", "--batch-size", "100000"]) == 0
+    assert "--batch-size 100000 is above 256: embedding and committing 256 images at a time" in capsys.readouterr().err
+    conn = sqlite3.connect(work / "index" / "embedlab.db")
+    assert conn.execute("SELECT batch_size FROM runs WHERE command = 'embed'").fetchone() == (256,)
+    conn.close()
+
+
+def test_a_huge_batch_size_still_commits_in_bounded_transactions(
+    work: Path, folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Interrupted at the last batch, a run keeps every batch before it, whatever --batch-size said.
+
+    The cap is lowered to 2 so that four photos and a bad file make three batches."""
+    import logging
+
+    from embedlab import indexer
+
+    monkeypatch.setattr(indexer, "MAX_BATCH", 2)
+    (folder / "zz_bad.png").write_bytes(b"not a picture")
+
+    class InterruptAtTheLastBatch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "skipped" in record.getMessage():  # the bad file's batch is being written
+                raise KeyboardInterrupt
+
+    logger = logging.getLogger("embedlab")
+    handler = InterruptAtTheLastBatch()
+    logger.addHandler(handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            embed_folder("./imgs", "./index", batch_size=100_000)
+    finally:
+        logger.removeHandler(handler)
+    assert len(_paths(work / "index")) == 4  # two whole batches of two committed before the interrupt
+    assert len(_vectors(work / "index")) == 4

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from embedlab.backbones import Backbone
 from embedlab.images import decode
 from embedlab.indexer import embed_folder
 from embedlab.search import Searcher
-from embedlab.store import Store
+from embedlab.store import ImageRow, Store
 
 
 def _shape(kind: str, colour: tuple[int, int, int], size: int = 96) -> Image.Image:
@@ -76,3 +77,36 @@ def test_vectors_read_through_sqlite_vec_equal_the_stored_ones(built_index: Path
         a_shas, a = store.load_vectors(through_vec=True)
         b_shas, b = store.load_vectors(through_vec=False)
     assert a_shas == b_shas and a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("k", [4081, 5000])
+def test_engines_agree_above_the_sqlite_vec_k_limit(tiny: Path, k: int, capsys: pytest.CaptureFixture[str]) -> None:
+    """sqlite-vec answers at most 4,096 neighbours; a larger k must still return what --exact returns."""
+    from embedlab.cli import main
+    from embedlab.store import KNN_MAX
+
+    extra = KNN_MAX + 200
+    with Store("./index") as store:
+        dim = int(store.meta()["dim"])
+        vectors = np.random.default_rng(0).standard_normal((extra, dim)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        shas = [f"{i:064x}" for i in range(extra)]
+        run_id = store.start_run("embed")
+        with store.transaction():
+            store.insert_vectors(shas, vectors, run_id)
+            store.upsert_images(
+                [
+                    ImageRow(path=f"imgs/more/{i:05d}.png", root="imgs", sha256=s, size=1, mtime_ns=1, status="ok")
+                    for i, s in enumerate(shas)
+                ],
+                run_id,
+            )
+    answers = []
+    for engine in ([], ["--exact"]):
+        argv = ["-q", "search", "--index", "./index", "--query-dir", "./imgs", "--k", str(k), "--json", *engine]
+        assert main(argv) == 0
+        answers.append([json.loads(line) for line in capsys.readouterr().out.splitlines()])
+    vec, exact = answers
+    total = extra + 6  # the tiny set's six files
+    assert [len(r["results"]) for r in exact] == [min(k, total)] * 6
+    assert vec == exact

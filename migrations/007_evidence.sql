@@ -1,4 +1,4 @@
--- embedlab store, version 5: same-picture evidence per content (embedlab/evidence.py).
+-- embedlab store, version 7: same-picture evidence per content (embedlab/evidence.py).
 -- What `analyze` and `search` verify near-duplicate candidates with, so they never
 -- re-read image files: a 64x64 grey thumbnail (uint8, row-major) and ORB keypoints
 -- (x/width, y/height as float16 pairs; 32-byte descriptors), keyed like embeddings.
