@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from embedlab.analysis import analyze_vectors, neighbourhood, quality_flags
+from embedlab.analysis import analyze_vectors, neighbourhood
 
 from .conftest import unit_rows
 
@@ -73,15 +73,6 @@ def test_neighbourhood_blocks_match_brute_force() -> None:
     assert np.array_equal(hood.index, brute)
     want = {(int(i), int(j)) for i, j in zip(*np.nonzero(np.triu(sims >= 0.75, 1)), strict=True)}
     assert {(i, j) for i, j, _ in hood.pairs} == want
-
-
-def test_quality_flags() -> None:
-    photo = {"width": 300, "height": 200, "entropy": 7.1, "contrast": 0.2}
-    assert quality_flags(photo) == []
-    assert quality_flags({**photo, "contrast": 0.001, "entropy": 0.0}) == ["blank"]
-    assert quality_flags({**photo, "entropy": 1.0}) == ["low_entropy"]
-    assert quality_flags({**photo, "width": 8, "height": 8}) == ["tiny"]
-    assert quality_flags({**photo, "width": 600, "height": 12}) == ["tiny", "extreme_aspect"]
 
 
 def test_flagged_images_outrank_merely_isolated_ones() -> None:
