@@ -3,14 +3,13 @@
 Plain "mean distance to the k nearest" ranks ordinary items of a sparse region
 (varied photos) above oddballs near a dense one (hundreds of similar scans), and a
 handful of look-alike oddballs (three blanks) hide each other because they are
-each other's nearest neighbours. So isolation here is LOF-like and measured past
-an item's closest few neighbours:
+each other's nearest neighbours. So isolation here is LOF-like:
 
 * ``outer`` distance: the mean cosine distance to the neighbours ranked
-  ``OUTER_FROM`` .. k, so a tight group of up to that many look-alikes is measured
-  by how far it lies from everything else;
+  ``OUTER_FROM`` .. k (skipping none measured best: the k = 10 neighbours of a
+  handful of look-alikes already reach past their group);
 * relative to the *median* outer distance of the item's neighbours (a median, so
-  the look-alikes themselves do not set the reference);
+  a few look-alikes, all far from the rest, do not set each other's reference);
 * blended geometrically with the outer distance relative to the whole collection,
   so that a dense region's oddball and a sparse region's oddball both stand out.
 
@@ -28,14 +27,14 @@ from typing import Any
 
 import numpy as np
 
-OUTER_FROM = 3  # neighbour ranks skipped by the outer distance: look-alike groups of up to this many + 1
-GLOBAL_WEIGHT = 0.5  # geometric blend: 0 = purely relative to the neighbours, 1 = to the whole collection
+OUTER_FROM = 0  # nearest neighbour ranks left out of the distance (0 measured best on the tune half)
+GLOBAL_WEIGHT = 0.75  # geometric blend: 0 = only relative to the neighbours, 1 = to the whole collection
 EPS = 1e-6  # cosine distance floor, so exact duplicates do not divide by zero
 
 # Added to the isolation of an item with a rare flag (the largest of its flags): a broken
 # file weighs more than a merely unusual look (dark, light, flat, soft or grey pictures exist).
-BROKEN_WEIGHT = 1.0
-LOOK_WEIGHT = 0.5
+BROKEN_WEIGHT = 2.0
+LOOK_WEIGHT = 1.0
 BROKEN = frozenset({"blank", "odd_size", "odd_aspect", "partially_decoded"})
 RARE_FRACTION = 0.03  # a flag counts when at most this share of the collection has it ...
 RARE_MIN_COUNT = 2  # ... or at most this many items (small collections)
@@ -46,10 +45,10 @@ BLANK_ENTROPY = 2.5  # bits; a texture with 1 % spread already has about 3.4
 DARK_CEILING = 0.25  # mean + 2 std of grey / 255 below this: nearly every pixel is dark
 LIGHT_FLOOR = 0.75  # mean - 2 std above this: nearly every pixel is light
 LOW_INFORMATION_BITS = 2.0  # grey-level entropy: a few tones (a chart, a scan of text, a chessboard)
-BLUR_RATIO = 0.004  # Laplacian variance / grey variance: fine detail left relative to the contrast
+BLUR_RATIO = 0.002  # Laplacian variance / grey variance: fine detail left relative to the contrast
 TINY_SIDE = 32  # px
 ODD_AREA_FACTOR = 100.0  # pixel count this far from the collection's median ...
-ODD_ASPECT_FACTOR = 3.0  # aspect ratio this far from the collection's median ...
+ODD_ASPECT_FACTOR = 4.0  # aspect ratio this far from the collection's median ...
 SIZE_ALIKE = 2.0  # ... and few images within this factor of its side (or aspect): a rare size, not a second mode
 GREY_COLOURFULNESS = 0.012  # Hasler-Suesstrunk M / 255 below this is greyscale
 COLOUR_MAJORITY = 0.9  # "among colour": at least this share of the collection is colour
@@ -95,8 +94,8 @@ def isolation_scores(
     index: np.ndarray,
     sim: np.ndarray,
     *,
-    outer_from: int = OUTER_FROM,
-    global_weight: float = GLOBAL_WEIGHT,
+    outer_from: int | None = None,
+    global_weight: float | None = None,
 ) -> np.ndarray:
     """Density-aware isolation of each item of a k-NN graph (about 1 = ordinary).
 
@@ -106,6 +105,8 @@ def isolation_scores(
     n, k = sim.shape
     if k == 0 or n < 2:
         return np.ones(n)
+    outer_from = OUTER_FROM if outer_from is None else outer_from
+    global_weight = GLOBAL_WEIGHT if global_weight is None else global_weight
     start = min(max(0, outer_from), k - 1)
     outer = np.maximum(1.0 - sim[:, start:].astype(np.float64).mean(axis=1), EPS)
     local = np.median(outer[index], axis=1)

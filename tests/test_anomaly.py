@@ -31,8 +31,8 @@ def test_an_oddball_beside_a_dense_cluster_outranks_a_sparse_region() -> None:
     # absolutely it is closer to its neighbours than any photo, but 3x farther than a scan is.
     rng = np.random.default_rng(0)
     scans = _blob(rng, 300, 0.03)
-    photos = _blob(rng, 40, 0.06)
-    oddball = _blob(rng, 1, 0.09, centre=scans.mean(axis=0) / np.linalg.norm(scans.mean(axis=0)))
+    photos = _blob(rng, 40, 0.065)
+    oddball = _blob(rng, 1, 0.1, centre=scans.mean(axis=0) / np.linalg.norm(scans.mean(axis=0)))
     matrix = np.concatenate([scans, photos, oddball])
     hood = neighbourhood(matrix, 10, 2.0)
     plain = anomaly.mean_distance(hood.sim)
