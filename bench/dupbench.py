@@ -26,10 +26,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from embedlab import duplicates as dup  # noqa: E402
-from embedlab.analysis import neighbourhood  # noqa: E402
+from embedlab.analysis import load_for_analysis, neighbourhood  # noqa: E402
+from embedlab.descriptor import DEFAULT_RECIPE  # noqa: E402
 from embedlab.indexer import embed_folder  # noqa: E402
+from embedlab.registry import semantic_columns  # noqa: E402
 from embedlab.store import Store  # noqa: E402
-from embedlab.verify import Model, PairEvidence  # noqa: E402
+from embedlab.verify import Logistic, Model, PairEvidence  # noqa: E402
 
 CACHE = ROOT / "bench" / ".cache"
 
@@ -42,12 +44,12 @@ def load_half(half: str, dataset: Path, recipe: str) -> dict[str, Any]:
     """Embed one half (reusing its index when the folder is unchanged) and load what analysis needs."""
     images = dataset / half / "images"
     truth = json.loads((dataset / half / "truth.json").read_text())
-    index = CACHE / "dupbench" / f"{half}-{recipe}"
+    index = CACHE / "dupbench" / f"{dataset.name}-{half}-{recipe}"  # one folder per index: no second root
     t0 = time.perf_counter()
     embed_folder(str(images), str(index), recipe=recipe)
     log(f"{half}: embedded in {time.perf_counter() - t0:.1f} s")
     with Store(index) as store:
-        shas, matrix = store.load_vectors(through_vec=False)
+        shas, matrix = load_for_analysis(store, semantic_columns(store.meta()))  # as analyze reads them
         by_sha = store.ok_paths_by_sha()
         evidence = store.evidence_for(shas)
     prefix = len(str(images)) + 1
@@ -118,12 +120,20 @@ def cmd_fit(data: dict[str, Any], k: int, floor: float) -> Model:
     ]
     keep = [(m, y) for m, y in keep if m is not None]
     report_candidates(data, cands)
-    x = np.stack([m.features() for m, _ in keep])
     y = np.array([float(v) for _, v in keep])
-    np.savez(CACHE / "dupbench" / "fit-features.npz", x=x, y=y)
-    w, b = fit_logistic(x, y)
-    log(f"fit on {len(y)} candidate pairs ({int(y.sum())} true)")
-    return Model(tuple(round(float(v), 4) for v in w), round(b, 4))
+    w_pix, b_pix = fit_logistic(np.stack([m.pixel_features() for m, _ in keep]), y)
+    fitted = [(m, v) for m, v in keep if m.fitted]
+    y_geo = np.array([float(v) for _, v in fitted])
+    w_geo, b_geo = fit_logistic(np.stack([m.geometry_features() for m, _ in fitted]), y_geo)
+    log(f"pixel channel: {len(y)} candidate pairs ({int(y.sum())} true)")
+    w_cos, b_cos = fit_logistic(np.array([[m.cosine] for m, _ in keep]), y)
+    log(f"cosine only (indexes without evidence): Logistic(weights=({w_cos[0]:.4f},), bias={b_cos:.4f})")
+    log(f"geometry channel: {len(y_geo)} pairs with a keypoint fit ({int(y_geo.sum())} true)")
+
+    def rounded(w: np.ndarray, b: float) -> Logistic:
+        return Logistic(tuple(round(float(v), 4) for v in w), round(b, 4))
+
+    return Model(rounded(w_pix, b_pix), rounded(w_geo, b_geo))
 
 
 def report_candidates(data: dict[str, Any], cands: list[tuple[int, int, float]]) -> None:
@@ -153,19 +163,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=dup.CANDIDATE_K)
     parser.add_argument("--floor", type=float, default=dup.CANDIDATE_COSINE)
     parser.add_argument("--halves", default="tune,holdout")
+    parser.add_argument("--recipe", default=DEFAULT_RECIPE, help="vector recipe of the indexes (default: embedlab's)")
     parser.add_argument("--peers", default="phash,imagededup,fastdup,cosine")
     args = parser.parse_args(argv)
     os.environ.setdefault("SENTRY_OPT_OUT", "1")
 
     if args.fit:
-        model = cmd_fit(load_half("tune", args.dataset, "plain"), args.k, args.floor)
+        model = cmd_fit(load_half("tune", args.dataset, args.recipe), args.k, args.floor)
         print(model)
         return 0
 
     from dupscore import markdown_table, score_groups
 
     for half in args.halves.split(","):
-        data = load_half(half, args.dataset, "plain")
+        data = load_half(half, args.dataset, args.recipe)
         rows: dict[str, dict[str, Any]] = {}
         t0 = time.perf_counter()
         rows["embedlab"] = score_groups(data["truth"], embedlab_groups(data, args.threshold, args.k, args.floor))

@@ -41,18 +41,24 @@ class Neighbourhood:
     pairs: list[tuple[int, int, float]]  # (i, j, sim) with i < j and sim >= threshold
 
 
-def load_for_analysis(store: Store) -> tuple[list[str], np.ndarray]:
+def load_for_analysis(store: Store, columns: int | None = None) -> tuple[list[str], np.ndarray]:
     """Every referenced vector, ordered by sha256, streamed into one matrix.
 
     Float32 as stored, unless that would exceed FLOAT16_ABOVE_BYTES: then float16
     (scores then carry an error of about 1e-5), so a million vectors fit in 2.7 GB.
+    ``columns`` keeps only the first that many coordinates, made unit length again:
+    the backbone's own features inside a composed vector (``semantic_columns``).
     """
     n, dim = store.referenced_vector_count(), int(store.meta().get("dim", "0"))
-    dtype = np.float16 if n * dim * 4 > FLOAT16_ABOVE_BYTES else np.float32
-    matrix = np.empty((n, dim), dtype=dtype)
+    width = dim if columns is None else min(columns, dim)
+    dtype = np.float16 if n * width * 4 > FLOAT16_ABOVE_BYTES else np.float32
+    matrix = np.empty((n, width), dtype=dtype)
     shas: list[str] = []
     for part_shas, part in store.iter_referenced_vectors(_LOAD_CHUNK):
         part = part[: n - len(shas)]  # rows added since the count wait for the next run
+        if width < dim:
+            part = part[:, :width].astype(np.float64)
+            part /= np.maximum(np.linalg.norm(part, axis=1, keepdims=True), 1e-12)
         matrix[len(shas) : len(shas) + len(part)] = part
         shas.extend(part_shas[: len(part)])
     return shas, matrix[: len(shas)]

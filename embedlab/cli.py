@@ -580,6 +580,7 @@ def _print_search(record: dict[str, Any], as_json: bool) -> None:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from .analysis import analyze_vectors, evidence_loader, load_for_analysis
+    from .registry import semantic_columns
 
     started = time.perf_counter()
     with _open_index(args.index, exact=True) as store:
@@ -587,7 +588,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         # All-pairs work needs every vector in memory; the plain table reads them
         # far faster than a full vec0 scan (bench/speed.py), bit for bit the same.
         with store.snapshot():  # one committed state, even while an embed is writing
-            shas, matrix = load_for_analysis(store)  # streamed; float16 when float32 would not fit
+            # Streamed, float16 when float32 would not fit; the backbone's own features only.
+            shas, matrix = load_for_analysis(store, semantic_columns(meta))
             by_sha, quality, errors = store.ok_paths_by_sha(), store.quality(), store.errors()
         with Progress(len(shas), "analyzing", unit="vec") as bar:
             result = analyze_vectors(

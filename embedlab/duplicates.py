@@ -18,16 +18,19 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .evidence import Evidence
-from .verify import Model, PairEvidence, measure, normalised_thumb
+from .verify import Logistic, Model, PairEvidence, measure, normalised_thumb
 
-CANDIDATE_K = 10  # nearest neighbours of each item that are verified
+CANDIDATE_K = 20  # nearest neighbours of each item that are verified (10 missed 6 % of true pairs on the tune half)
 CANDIDATE_COSINE = 0.45  # proposals below this cosine are never verified (tuned for recall on the tune half)
 SAME_PIXELS_NCC = 0.985  # thumbnails this close under no move: the same pixels, re-encoded or resized
 
 # Fitted by bench/dupbench.py --fit on the tuning half; see docs/SCORES.md.
-MODEL = Model(weights=(2.0, 1.2, 0.9, 3.0, 1.0, 0.5), bias=-9.0)
+MODEL = Model(
+    pixel=Logistic(weights=(1.5704, -0.4826, 0.6517), bias=-2.4154),
+    geometry=Logistic(weights=(2.3711, 13.7918, 1.368, 3.6696, -3.4778, -0.4872), bias=-11.4159),
+)
 # For a pair where one side has no evidence (an index embedded before evidence existed).
-COSINE_ONLY = Model(weights=(30.0, 0.0, 0.0, 0.0, 0.0, 0.0), bias=-28.0)
+COSINE_ONLY = Logistic(weights=(19.0552,), bias=-18.1651)
 
 
 @dataclass(frozen=True)
@@ -92,25 +95,22 @@ class Verifier:
     def link(self, i: int, j: int, cosine: float) -> Link:
         measured = self.pair(i, j, cosine)
         if measured is None:
-            p = float(COSINE_ONLY.probability([_cosine_only(cosine)])[0])
+            p = float(COSINE_ONLY(np.array([cosine]))[()])
             return Link(i, j, p, "similar_vectors", None, cosine)
         p = float(self.model.probability([measured])[0])
         kind, edit = describe(measured)
         return Link(i, j, p, kind, edit, cosine)
 
 
-def _cosine_only(cosine: float) -> PairEvidence:
-    return PairEvidence(cosine, -1.0, "same", 0, 0.0, -1.0, 0.0, False)
-
-
 def describe(p: PairEvidence) -> tuple[str, str | None]:
     """What kind of link the measurements show (for people; the score alone decides grouping)."""
-    if p.pixel_move == "same" and p.pixel >= SAME_PIXELS_NCC:
+    pixel = max(p.pixel, p.pixel_rank)
+    if p.pixel_move == "same" and pixel >= SAME_PIXELS_NCC:
         return "same_pixels", None
-    if p.pixel >= SAME_PIXELS_NCC or (p.pixel_move != "same" and p.pixel >= p.warped):
+    if pixel >= SAME_PIXELS_NCC or (p.pixel_move != "same" and pixel >= p.warped):
         return "edited_copy", p.pixel_move  # mirror or rotation by quarter turns
     if p.inliers:
-        return "edited_copy", "geometry" if p.overlap < 0.9 or p.pixel < 0.9 else "tone"
+        return "edited_copy", "geometry" if p.overlap < 0.9 or pixel < 0.9 else "tone"
     return "edited_copy", "tone"
 
 

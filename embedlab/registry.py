@@ -50,6 +50,19 @@ class BackboneSpec:
         return f"{self.name}/{self.recipe.name}/v{EMBEDDING_VERSION}"
 
 
+def semantic_columns(meta: dict[str, str]) -> int | None:
+    """How many leading coordinates of an index's vectors are the backbone's own pooled features.
+
+    `analyze` finds neighbours on those alone: the ``hybrid`` recipe's layout part
+    helps ranking look-alikes in search but hides mirrored, rotated and pasted copies
+    from the candidate stage (bench/dupbench.py measures it). None: the whole vector.
+    """
+    name, recipe = meta.get("backbone"), meta.get("recipe")
+    if name not in CNN_DIMS or recipe not in RECIPES or RECIPES[recipe].extra_dims == 0:
+        return None
+    return CNN_DIMS[name]
+
+
 def default_weights(name: str, weights_dir: Path = WEIGHTS_DIR) -> Path:
     """Where a backbone's weights come from when the user names none."""
     if name == "efficientnet_lite0":

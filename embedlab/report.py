@@ -24,9 +24,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .analysis import analyze_vectors, evidence_loader
+from .analysis import analyze_vectors, evidence_loader, load_for_analysis
 from .images import ImageError, decode, fs_path
 from .progress import Progress
+from .registry import semantic_columns
 from .search import SCORE_DECIMALS, cosine_scores
 from .store import ImageRow, Store
 
@@ -276,8 +277,9 @@ def build_report(store: Store, options: ReportOptions, *, title: str = "embedlab
     """The whole page as one string, and what it holds."""
     stats = ReportStats()
     t0 = time.perf_counter()
-    shas, matrix = store.load_vectors(through_vec=False)
-    by_sha = store.ok_paths_by_sha()
+    with store.snapshot():  # one committed state, as analyze reads it
+        shas, matrix = load_for_analysis(store, semantic_columns(store.meta()))
+        by_sha = store.ok_paths_by_sha()
     paths = [by_sha[s] for s in shas]
     with Progress(len(shas), "analyzing", unit="vec") as bar:
         result = analyze_vectors(

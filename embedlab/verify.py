@@ -35,7 +35,7 @@ MIN_MATCHES = 6  # fewer good matches: no geometric fit is tried
 RANSAC_PIXELS = 6.0  # inlier distance in the 512 px frame both keypoint sets live in
 FRAME = 512.0
 MAX_ANISOTROPY = 1.8  # singular-value ratio of the affine map: a stretch of 1.3 passes, a projection does not
-PIXEL_DECISIVE = 0.995  # thumbnails this close need no keypoint fit
+PIXEL_DECISIVE = 0.9995  # thumbnails this close need no keypoint fit
 GEOMETRY_COSINE = 0.0  # below this cosine no keypoint fit is tried (tuned on the tune half)
 FLAT_STD = 2.0  # grey levels: a thumbnail this flat has no structure to compare
 
@@ -57,24 +57,40 @@ class PairEvidence:
     """Measurements for one candidate pair, before they become a probability."""
 
     cosine: float  # the stored vectors' cosine
-    pixel: float  # best NCC of the equalised thumbnails over the dihedral moves (-1: none allowed)
+    pixel: float  # NCC of the thumbnails' grey levels under the best dihedral move (-1: none allowed)
     pixel_move: str  # "same", "mirror" or "rotation"
     inliers: int  # RANSAC inliers of the affine keypoint fit (0: no fit)
     inlier_frac: float  # inliers / keypoints of the sparser image
     warped: float  # NCC of the thumbnails where the fitted map overlays them (-1: no fit)
     overlap: float  # share of the smaller picture covered by the other under the map
     flat: bool  # both thumbnails have no structure (blank images)
+    pixel_rank: float = -1.0  # NCC of their ranks under the same move (blind to tone curves)
+    side: int = 0  # the smaller picture's shorter side, in pixels
 
-    def features(self) -> np.ndarray:
-        """The logistic model's inputs."""
+    @property
+    def fitted(self) -> bool:
+        """Whether the keypoint fit ran (it is skipped where it cannot matter)."""
+        return self.warped > -1.0 or self.inliers > 0
+
+    def pixel_features(self) -> np.ndarray:
+        """Inputs of the pixel channel: how well the thumbnails agree, and how small the pictures are.
+
+        Not the cosine: a noisy or heavily compressed copy of a small picture can sit
+        at 0.6 cosine from its source while its pixels still agree (bench/dupbench.py).
+        """
+        small = math.log2(max(8, min(self.side, 1024)) / 1024.0)  # 0 for a large picture, -7 for an 8 px one
+        return np.array([_logit_ncc(self.pixel), _logit_ncc(self.pixel_rank), small], dtype=np.float64)
+
+    def geometry_features(self) -> np.ndarray:
+        """Inputs of the geometry channel: the keypoint fit and what it overlays."""
         return np.array(
             [
-                self.cosine,
-                _logit_ncc(self.pixel),
                 math.log1p(self.inliers),
                 self.inlier_frac,
                 _logit_ncc(self.warped),
                 self.overlap,
+                self.cosine,
+                _logit_ncc(max(self.pixel, self.pixel_rank)),
             ],
             dtype=np.float64,
         )
@@ -86,18 +102,20 @@ def _logit_ncc(value: float) -> float:
 
 
 def normalised_thumb(thumb: np.ndarray) -> tuple[np.ndarray, bool]:
-    """Rank-equalised, zero-mean, unit-norm float32 thumbnail; and whether it is flat.
+    """The thumbnail twice, zero-mean and unit-norm float32: as ranks, and as grey levels; and whether it is flat.
 
     Ranks make the comparison blind to monotone tone changes (gamma, brightness,
-    contrast); a flat thumbnail is left at zero so it matches nothing by structure.
+    contrast); grey levels keep it steady where noise breaks the ties of a flat
+    background, which scrambles ranks (small pictures on black, scans). A flat
+    thumbnail is left at zero so it matches nothing by structure.
     """
     grey = thumb.astype(np.float64)
     if grey.std() < FLAT_STD:
-        return np.zeros_like(grey, dtype=np.float32), True
-    ranks = mean_ranks(grey.ravel())
-    centred = ranks - ranks.mean()
-    norm = float(np.linalg.norm(centred))
-    return (centred / norm).reshape(grey.shape).astype(np.float32), False
+        return np.zeros((2, *grey.shape), dtype=np.float32), True
+    ranks = mean_ranks(grey.ravel()).reshape(grey.shape)
+    out = np.stack([ranks - ranks.mean(), grey - grey.mean()])
+    out /= np.linalg.norm(out.reshape(2, -1), axis=1)[:, None, None]
+    return out.astype(np.float32), False
 
 
 def mean_ranks(values: np.ndarray) -> np.ndarray:
@@ -108,21 +126,23 @@ def mean_ranks(values: np.ndarray) -> np.ndarray:
 
 
 def _move(thumb: np.ndarray, quarter_turns: int, mirrored: bool) -> np.ndarray:
-    moved = np.fliplr(thumb) if mirrored else thumb
-    return np.rot90(moved, quarter_turns)
+    """A flip and quarter turns of the last two axes."""
+    moved = thumb[..., ::-1] if mirrored else thumb
+    return np.rot90(moved, quarter_turns, axes=(-2, -1))
 
 
-def pixel_agreement(a: Evidence, b: Evidence, na: np.ndarray, nb: np.ndarray) -> tuple[float, str]:
-    """Best NCC of the normalised thumbnails over the dihedral moves that keep the aspect ratio."""
-    best, how = -1.0, "same"
+def pixel_agreement(a: Evidence, b: Evidence, na: np.ndarray, nb: np.ndarray) -> tuple[float, float, str]:
+    """NCC of the normalised thumbnails, grey levels and ranks, under the best move that keeps the aspect ratio."""
+    best, how = (-1.0, -1.0), "same"
     for name, turns, mirrored in DIHEDRAL:
         b_aspect = b.aspect if turns % 2 == 0 else 1.0 / b.aspect
         if abs(math.log(a.aspect / b_aspect)) > ASPECT_TOLERANCE:
             continue
-        score = float(np.vdot(na, _move(nb, turns, mirrored)))
-        if score > best + 1e-9:
+        moved = _move(nb, turns, mirrored)
+        score = (float(np.vdot(na[1], moved[1])), float(np.vdot(na[0], moved[0])))
+        if max(score) > max(best) + 1e-9:
             best, how = score, name
-    return best, how
+    return best[0], best[1], how
 
 
 def _frame_scale(e: Evidence) -> np.ndarray:
@@ -213,23 +233,41 @@ def measure(a: Evidence, b: Evidence, cosine: float, na: np.ndarray, nb: np.ndar
     where its answer cannot matter: the pixels already agree (PIXEL_DECISIVE),
     or the vectors are too far apart for any edit the fit could find (GEOMETRY_COSINE).
     """
-    pixel, how = pixel_agreement(a, b, na, nb)
-    if pixel >= PIXEL_DECISIVE or cosine < GEOMETRY_COSINE:
-        return PairEvidence(cosine, pixel, how, 0, 0.0, -1.0, 0.0, flat)
+    pixel, ranks, how = pixel_agreement(a, b, na, nb)
+    side = min(a.width, a.height, b.width, b.height)
+    if max(pixel, ranks) >= PIXEL_DECISIVE or cosine < GEOMETRY_COSINE:
+        return PairEvidence(cosine, pixel, how, 0, 0.0, -1.0, 0.0, flat, ranks, side)
     inliers, frac, warped, overlap = geometric_agreement(a, b, na, nb)
-    return PairEvidence(cosine, pixel, how, inliers, frac, warped, overlap, flat)
+    return PairEvidence(cosine, pixel, how, inliers, frac, warped, overlap, flat, ranks, side)
+
+
+@dataclass(frozen=True)
+class Logistic:
+    weights: tuple[float, ...]
+    bias: float
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(1.0 / (1.0 + np.exp(-(x @ np.asarray(self.weights) + self.bias))))
 
 
 @dataclass(frozen=True)
 class Model:
-    """Logistic model over PairEvidence.features(): P(same picture)."""
+    """P(same picture): the larger of two logistic channels, pixels and geometry.
 
-    weights: tuple[float, ...]
-    bias: float
+    Either kind of evidence alone can prove a copy (a gamma edit has perfect
+    pixels and needs no keypoints; a crop has keypoints and no aligned pixels),
+    so the channels are fitted apart and the stronger one speaks.
+    """
+
+    pixel: Logistic
+    geometry: Logistic
 
     def probability(self, pairs: Sequence[PairEvidence]) -> np.ndarray:
         if not pairs:
             return np.zeros(0)
-        x = np.stack([p.features() for p in pairs])
-        z = x @ np.asarray(self.weights) + self.bias
-        return 1.0 / (1.0 + np.exp(-z))
+        p = self.pixel(np.stack([q.pixel_features() for q in pairs]))
+        fitted = [n for n, q in enumerate(pairs) if q.fitted]
+        if fitted:
+            g = self.geometry(np.stack([pairs[n].geometry_features() for n in fitted]))
+            p[fitted] = np.maximum(p[fitted], g)
+        return p

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from embedlab.analysis import analyze_vectors, neighbourhood
+from embedlab.duplicates import COSINE_ONLY
 
 from .conftest import unit_rows
 
@@ -18,35 +18,46 @@ def _pair_at(cos: float, dim: int = 8) -> np.ndarray:
     return np.stack([a, b])
 
 
-def test_pair_just_above_groups_and_just_below_does_not() -> None:
+def _cosine_probability(cos: float) -> float:
+    return float(COSINE_ONLY(np.array([cos]))[()])
+
+
+def test_without_evidence_the_cosine_alone_decides_at_the_threshold() -> None:
+    # An index embedded before evidence existed: pairs get the cosine-only probability.
     paths = [["x/a.png"], ["x/b.png"]]
-    above = _pair_at(0.9201).astype(np.float32)
-    below = _pair_at(0.9199).astype(np.float32)
-    assert analyze_vectors(above, paths, threshold=0.92, anomaly_top=0, k=1)["duplicate_groups"] == [
-        ["x/a.png", "x/b.png"]
-    ]
-    assert analyze_vectors(below, paths, threshold=0.92, anomaly_top=0, k=1)["duplicate_groups"] == []
+    m = _pair_at(0.99).astype(np.float32)
+    p = _cosine_probability(float(m[0].astype(np.float64) @ m[1].astype(np.float64)))
+    at = analyze_vectors(m, paths, threshold=p, anomaly_top=0, k=1)
+    assert at["duplicate_groups"] == [["x/a.png", "x/b.png"]]
+    assert at["duplicate_details"][0]["links"][0]["kind"] == "similar_vectors"
+    assert analyze_vectors(m, paths, threshold=p + 1e-6, anomaly_top=0, k=1)["duplicate_groups"] == []
 
 
-def test_similarity_equal_to_threshold_groups() -> None:
-    m = _pair_at(0.5).astype(np.float32)
-    exact = float(m[0].astype(np.float64) @ m[1].astype(np.float64))
-    assert analyze_vectors(m, [["a"], ["b"]], threshold=exact, anomaly_top=0, k=1)["duplicate_groups"] == [["a", "b"]]
+def test_the_cosine_only_probability_rises_with_the_cosine() -> None:
+    probabilities = [_cosine_probability(c) for c in (0.5, 0.8, 0.9, 0.95, 0.99)]
+    assert probabilities == sorted(probabilities)
+    assert probabilities[0] < 0.5 < probabilities[-1]
 
 
-def test_groups_are_transitive_sorted_and_include_identical_files() -> None:
+def test_a_chain_is_split_and_byte_identical_files_always_group() -> None:
     rng = np.random.default_rng(0)
     base = unit_rows(rng.normal(size=(5, 32)))
-    chain = unit_rows(np.stack([base[0], base[0] + 0.3 * base[1], base[0] + 0.6 * base[1]]))
-    matrix = np.concatenate([chain, base[2:]]).astype(np.float32)
-    sims = matrix @ matrix.T
-    assert sims[0, 2] < 0.92 <= min(sims[0, 1], sims[1, 2])  # a chain: a~b, b~c, not a~c
-    paths = [["p/c.png"], ["p/a.png"], ["p/b.png"], ["p/x.png", "p/x_copy.png"], ["p/y.png"], ["p/z.png"]]
-    result = analyze_vectors(matrix, paths, threshold=0.92, anomaly_top=0, k=2)
-    assert result["duplicate_groups"] == [["p/a.png", "p/b.png", "p/c.png"], ["p/x.png", "p/x_copy.png"]]
-    chain_details, copy_details = result["duplicate_details"]
-    assert chain_details["min_link"] == pytest.approx(float(min(sims[0, 1], sims[1, 2])), abs=1e-6)
-    assert copy_details == {"paths": ["p/x.png", "p/x_copy.png"], "min_link": 1.0, "max_link": 1.0}
+    steps = [base[0] + t * base[1] for t in (0.0, 0.12, 0.24, 0.36)]
+    matrix = np.concatenate([unit_rows(np.stack(steps)), base[2:]]).astype(np.float32)
+    sims = matrix.astype(np.float64) @ matrix.T.astype(np.float64)
+    threshold = _cosine_probability(float(sims[0, 1]) - 1e-4)
+    assert _cosine_probability(float(sims[0, 2])) < threshold  # only neighbours in the chain link
+    paths = [["p/a.png"], ["p/b.png"], ["p/c.png"], ["p/d.png"], ["p/x.png", "p/x_copy.png"], ["p/y.png"], ["p/z.png"]]
+    result = analyze_vectors(matrix, paths, threshold=threshold, anomaly_top=0, k=2)
+    # a-b-c-d is a chain. b and c have two links each; c's are the stronger (normalising bends
+    # the steps), so c represents b and d, and a, linked only to b, is left alone.
+    assert sims[2, 3] > sims[0, 1]
+    assert result["duplicate_groups"] == [["p/b.png", "p/c.png", "p/d.png"], ["p/x.png", "p/x_copy.png"]]
+    chain, copies = result["duplicate_details"]
+    assert chain["representative"] == "p/c.png"
+    assert all(link["a"] == "p/c.png" for link in chain["links"])
+    assert copies["links"] == [{"a": "p/x.png", "b": "p/x_copy.png", "score": 1.0, "kind": "same_bytes"}]
+    assert (copies["min_link"], copies["max_link"]) == (1.0, 1.0)
 
 
 def test_isolated_point_ranks_first_and_ties_are_ordered_by_path() -> None:
