@@ -182,9 +182,38 @@ def main(argv: list[str] | None = None) -> int:
         rows["embedlab"] = score_groups(data["truth"], embedlab_groups(data, args.threshold, args.k, args.floor))
         rows["embedlab"]["seconds"] = round(time.perf_counter() - t0, 1)
         rows |= peer_rows(data, args.peers.split(","), half)
+        for method, extra in copy_queries(half, args.dataset, args.recipe).items():
+            rows.setdefault(method, {}).update(extra)
         print(f"\n### {half} half ({len(data['truth']['images'])} images)\n")
         print(markdown_table(rows))
     return 0
+
+
+def copy_queries(half: str, dataset: Path, recipe: str) -> dict[str, dict[str, Any]]:
+    """Rank-1 rate of each edited copy's source: embedlab search (verified copies first) vs plain cosine order."""
+    from embedlab.indexer import query_vectors, resolve_spec
+    from embedlab.ranking import Ranker
+    from embedlab.search import Searcher
+
+    truth = json.loads((dataset / half / "truth.json").read_text())
+    images = dataset / half / "images"
+    index = CACHE / "dupbench" / f"{dataset.name}-{half}-{recipe}"
+    queries = [dataset / half / "queries" / q["query"] for q in truth["copy_queries"]]
+    group_of = true_group_of(truth)
+    members = {g["id"]: {str(images / p) for p in g["paths"]} for g in truth["duplicate_groups"]}
+    ours = plain = 0
+    with Store(index) as store:
+        spec = resolve_spec(store, None, None)
+        evidence: dict[int, Any] = {}
+        vectors, _ = query_vectors(store, spec, queries, evidence=evidence)
+        ranker = Ranker(store, Searcher(store, exact=True))
+        for n, (q, vec) in enumerate(zip(truth["copy_queries"], vectors, strict=True)):
+            # The source, or a planted copy of it: both are the query's picture.
+            want = members.get(group_of.get(q["source"], -1), set()) | {str(images / q["source"])}
+            ours += ranker.top_k(vec, 5, evidence=evidence.get(n))[0].path in want
+            plain += ranker.top_k(vec, 5)[0].path in want
+    total = len(truth["copy_queries"])
+    return {"embedlab": {"copy_rank1": ours / total}, "stored-vector order": {"copy_rank1": plain / total}}
 
 
 def peer_rows(data: dict[str, Any], peers: list[str], half: str) -> dict[str, dict[str, Any]]:

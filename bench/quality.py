@@ -30,11 +30,13 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from datasets import DEFAULT_CACHE, fashion_mnist, medical_planes, same_volume_near  # noqa: E402
+from peers import cosine_groups  # noqa: E402
 
-from embedlab.analysis import analyze_vectors  # noqa: E402
+from embedlab.analysis import analyze_vectors, evidence_loader, load_for_analysis  # noqa: E402
 from embedlab.evaluation import retrieval_metrics  # noqa: E402
 from embedlab.images import scan_images  # noqa: E402
 from embedlab.indexer import embed_folder, embed_paths, resolve_backbone  # noqa: E402
+from embedlab.registry import semantic_columns  # noqa: E402
 from embedlab.search import Searcher  # noqa: E402
 from embedlab.store import Store  # noqa: E402
 
@@ -64,15 +66,25 @@ def score_assets(
 ) -> dict[str, Any]:
     _shas, matrix, paths, quality = build(images, recipe, work / recipe)
     name = {p: Path(p).name for ps in paths for p in ps}
-    result = analyze_vectors(
-        # The plain approach: mean distance to the 5 nearest; embedlab: its defaults (k=10 and quality flags).
-        matrix,
-        paths,
-        threshold=0.92,
-        anomaly_top=8,
-        k=5 if plain_scoring else 10,
-        quality=None if plain_scoring else quality,
-    )
+    with Store(work / recipe) as store:
+        # What `analyze` reads: the backbone's own features, and the stored same-picture evidence.
+        shas, semantic = load_for_analysis(store, semantic_columns(store.meta()))
+        by_sha = store.ok_paths_by_sha()
+        result = analyze_vectors(
+            # The plain approach: mean distance to the 5 nearest; embedlab: its defaults (k=10 and quality flags).
+            semantic,
+            [by_sha[s] for s in shas],
+            threshold=0.92,
+            anomaly_top=8,
+            k=5 if plain_scoring else 10,
+            quality=None if plain_scoring else quality,
+            evidence=None if plain_scoring else evidence_loader(store, shas),
+        )
+    if plain_scoring:  # the plain approach groups every pair at cosine >= 0.92
+        flat = [p[0] for p in paths]
+        extra = {p[0]: p for p in paths}
+        groups = cosine_groups(flat, matrix, 0.92).groups
+        result["duplicate_groups"] = [sorted(q for p in g for q in extra.get(p, [p])) for g in groups]
     predicted = pairs_of([[name[p] for p in g] for g in result["duplicate_groups"]])
     planted = pairs_of(truth["duplicate_groups"])
     tp = len(predicted & planted)

@@ -36,7 +36,7 @@ RANSAC_PIXELS = 6.0  # inlier distance in the 512 px frame both keypoint sets li
 FRAME = 512.0
 MAX_ANISOTROPY = 1.8  # singular-value ratio of the affine map: a stretch of 1.3 passes, a projection does not
 PIXEL_DECISIVE = 0.9995  # thumbnails this close need no keypoint fit
-GEOMETRY_COSINE = 0.0  # below this cosine no keypoint fit is tried (tuned on the tune half)
+GEOMETRY_COSINE = 0.55  # below this cosine no keypoint fit is tried (on the tune half every pair that needed one was >= 0.60)
 FLAT_STD = 2.0  # grey levels: a thumbnail this flat has no structure to compare
 
 # The eight flips and quarter turns of a square thumbnail, and what they mean for the picture.
