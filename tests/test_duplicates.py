@@ -110,3 +110,59 @@ def test_candidates_are_unique_nearest_first_and_above_the_floor() -> None:
     index = np.array([[1, 2], [0, 2], [1, 0]])
     sim = np.array([[0.9, 0.4], [0.9, 0.8], [0.8, 0.4]])
     assert candidate_pairs(index, sim, k=2, floor=0.5) == [(0, 1, 0.9), (1, 2, 0.8)]
+
+
+def _cli_json(argv: list[str]) -> str:
+    import contextlib
+
+    from embedlab.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["-q", *argv]) == 0
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def edited_index(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Three photos, a mirrored and a cropped copy of one, and two tiles of one texture; an edited query."""
+    folder = tmp_path_factory.mktemp("edited")
+    astro = _photo("astronaut.png").resize((256, 256))
+    astro.save(folder / "astronaut.png")
+    ImageOps.mirror(astro).save(folder / "astronaut_mirror.png")
+    EDITS["crop20"](astro).save(folder / "astronaut_crop.jpg", quality=80)
+    for name in ("camera.png", "coffee.png"):
+        _photo(name).resize((256, 192)).save(folder / name)
+    brick = Image.open(SKIMAGE / "brick.png").convert("RGB")
+    brick.crop((0, 0, 256, 256)).save(folder / "brick_a.png")
+    brick.crop((256, 256, 512, 512)).save(folder / "brick_b.png")
+    queries = tmp_path_factory.mktemp("edited_queries")
+    EDITS["rot12"](_photo("coffee.png").resize((256, 192))).save(queries / "coffee_rotated.jpg", quality=85)
+    index = tmp_path_factory.mktemp("edited_index")
+    _cli_json(["embed", "--images-dir", str(folder), "--out", str(index)])
+    return index, queries
+
+
+def test_analyze_groups_the_edited_copies_and_not_the_tiles(edited_index: tuple[Path, Path]) -> None:
+    import json
+
+    index, _ = edited_index
+    report = json.loads(_cli_json(["analyze", "--index", str(index), "--dup-threshold", "0.92", "--json"]))
+    names = [[Path(p).name for p in g] for g in report["duplicate_groups"]]
+    assert names == [["astronaut.png", "astronaut_crop.jpg", "astronaut_mirror.png"]]
+    details = report["duplicate_details"][0]
+    assert Path(details["representative"]).name == "astronaut.png"
+    edits = {Path(link["b"]).name: link.get("edit") for link in details["links"]}
+    assert edits["astronaut_mirror.png"] == "mirror"
+    assert all(link["score"] >= 0.92 and link["kind"] == "edited_copy" for link in details["links"])
+
+
+def test_search_puts_a_verified_copy_of_the_query_first(edited_index: tuple[Path, Path]) -> None:
+    import json
+
+    index, queries = edited_index
+    line = json.loads(_cli_json(["search", "--index", str(index), "--query-dir", str(queries), "--k", "3", "--json"]))
+    first = line["results"][0]
+    assert Path(first["path"]).name == "coffee.png"
+    assert first["copy"] >= 0.5
+    assert all("copy" not in r for r in line["results"][1:])
