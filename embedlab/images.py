@@ -446,6 +446,49 @@ def quality_metrics(rgb: Image.Image) -> dict[str, float]:
         "brightness": round(float(grey.mean()) / 255.0, 6),
         "colourfulness": round(_colourfulness(colour), 6),
         "band": round(_bottom_band(colour), 6),
+        **{key: round(value, 6) for key, value in pixel_statistics(small, grey).items()},
+    }
+
+
+EDGE_LEVELS = 32.0  # grey levels of gradient that make an edge pixel
+FLAT_LEVELS = 1.0  # ... and below which a pixel is flat
+COLOUR_BITS = 4  # per channel, for counting an image's distinct colours
+COLOUR_COVER = 0.95  # ``colours``: how many distinct colours cover this share of the pixels
+
+
+def pixel_statistics(rgb: Image.Image, grey: np.ndarray) -> dict[str, float]:
+    """How the pixels are made, for judging an image's statistics against the collection.
+
+    ``saturation``: mean HSV saturation (0-1); ``correlation``: of neighbouring
+    grey pixels (about 0 for noise, near 1 for smooth pictures; 1 when flat);
+    ``edges`` / ``flat``: share of pixels whose grey gradient is above
+    EDGE_LEVELS / below FLAT_LEVELS; ``top_colours``: share of the pixels in the
+    four most common colours (COLOUR_BITS per channel); ``colours``: how many
+    such colours cover COLOUR_COVER of the pixels. ``rgb``: the 256 px thumbnail.
+    """
+    hsv = np.asarray(rgb.convert("HSV"), dtype=np.float64)
+    saturation = float(hsv[..., 1].mean()) / 255.0
+    correlation, edges, flat = 1.0, 0.0, 1.0
+    if grey.shape[0] >= 3 and grey.shape[1] >= 3:
+        centred = grey - grey.mean()
+        variance = float(centred.var())
+        if variance > 1e-9:
+            across = float((centred[:, 1:] * centred[:, :-1]).mean())
+            down = float((centred[1:] * centred[:-1]).mean())
+            correlation = 0.5 * (across + down) / variance
+        gradient = np.hypot(np.diff(grey, axis=1)[:-1], np.diff(grey, axis=0)[:, :-1])
+        edges, flat = float((gradient > EDGE_LEVELS).mean()), float((gradient < FLAT_LEVELS).mean())
+    levels = np.asarray(rgb, dtype=np.uint8) >> (8 - COLOUR_BITS)
+    keys = (levels[..., 0].astype(np.int64) << (2 * COLOUR_BITS)) | (levels[..., 1] << COLOUR_BITS) | levels[..., 2]
+    counts = np.sort(np.bincount(keys.ravel(), minlength=1 << (3 * COLOUR_BITS)))[::-1] / keys.size
+    colours = int(np.searchsorted(np.cumsum(counts), COLOUR_COVER - 1e-9) + 1)
+    return {
+        "saturation": saturation,
+        "correlation": correlation,
+        "edges": edges,
+        "flat": flat,
+        "top_colours": float(counts[:4].sum()),
+        "colours": float(colours),
     }
 
 

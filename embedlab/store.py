@@ -80,9 +80,17 @@ class ImageRow:
     colourfulness: float | None = None
     band: float | None = None
     ctime_ns: int | None = None  # the file's status-change time at the scan (schema v5); None before
+    # Pixel statistics for judging an image against the collection (schema v8); None before.
+    saturation: float | None = None
+    correlation: float | None = None
+    edges: float | None = None
+    flat: float | None = None
+    top_colours: float | None = None
+    colours: float | None = None
 
 
 _IMAGE_COLUMNS = tuple(ImageRow.__dataclass_fields__)
+STATISTICS = ("saturation", "correlation", "edges", "flat", "top_colours", "colours")  # schema v8
 
 
 def _connect(path: Path, want_vec: bool) -> tuple[Any, bool, str]:  # apsw or sqlite3
@@ -342,7 +350,8 @@ class Store:
 
     def quality(self) -> dict[str, dict[str, Any]]:
         """Per-path stored metrics and file mode, for judging and explaining anomalies."""
-        keys = ("width", "height", "entropy", "contrast", "sharpness", "brightness", "mode", "colourfulness", "band")
+        keys: tuple[str, ...] = ("width", "height", "entropy", "contrast", "sharpness", "brightness", "mode")
+        keys += ("colourfulness", "band", *STATISTICS)
         rows = self.execute(f"SELECT path, {', '.join(keys)} FROM images WHERE status = 'ok'")
         return {r[0]: dict(zip(keys, r[1:], strict=True)) for r in rows}
 
@@ -388,6 +397,12 @@ class Store:
         return len(orphans)
 
     # -- same-picture evidence ------------------------------------------------------
+
+    def shas_with_statistics(self) -> set[str]:
+        """Contents whose readable rows all carry the pixel statistics of schema v8."""
+        missing = " OR ".join(f"{key} IS NULL" for key in STATISTICS)
+        rows = self.execute(f"SELECT sha256, MAX({missing}) FROM images WHERE status = 'ok' GROUP BY sha256")
+        return {r[0] for r in rows if not r[1]}
 
     def shas_with_evidence(self) -> set[str]:
         """Contents whose evidence the current evidence version computed."""
