@@ -43,7 +43,8 @@ RARE_MIN_COUNT = 2  # ... or at most this many items (small collections)
 BLANK_CONTRAST = 0.008  # grey-level std / 255: about 2 grey levels (paper or fabric textures are 1-4 %)
 BLANK_ENTROPY = 2.5  # bits; a texture with 1 % spread already has about 3.4
 DARK_CEILING = 0.25  # mean + 2 std of grey / 255 below this: nearly every pixel is dark
-LIGHT_FLOOR = 0.75  # mean - 2 std above this: nearly every pixel is light
+LIGHT_FLOOR = 0.75  # mean - 2 std above this: nearly every pixel is light ...
+TEXTURE_QUANTILE = 0.75  # ... unless its fine detail is in the collection's top quarter (light paper, fabric)
 LOW_INFORMATION_BITS = 2.0  # grey-level entropy: a few tones (a chart, a scan of text, a chessboard)
 BLUR_RATIO = 0.002  # Laplacian variance / grey variance: fine detail left relative to the contrast
 TINY_SIDE = 32  # px
@@ -57,6 +58,29 @@ GREY_MODES = frozenset(
     {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F", "MONOCHROME1", "MONOCHROME2"}
 )
 
+# Pixel statistics judged together against the collection: each is turned into a score of
+# its rank in the collection (logistic quantile of the mid-rank), and an item's mean
+# Euclidean distance to its k nearest in that space, relative to the collection's median,
+# says how unlike any other image its pixels are made (a chart, colour bars, a rainbow
+# gradient, noise: images whose CNN features sit among ordinary ones).
+STATISTICS = (
+    "brightness",
+    "contrast",
+    "entropy",
+    "detail",  # log of fine detail relative to contrast (sharpness / grey variance)
+    "colourfulness",
+    "saturation",
+    "correlation",
+    "edges",
+    "flat",
+    "top_colours",
+    "colours",  # log of the count
+)
+STATISTICS_WEIGHT = 0.5  # added to the score per unit of statistics isolation above 1 (tune half)
+STATISTICS_CUT = 3.0  # unusual_statistics: statistics isolation at least this (tune half)
+STATISTICS_K = 10  # neighbours in statistics space
+STATISTICS_BLOCK = 2048  # rows per block of the exact all-pairs search in statistics space
+
 FLAGS = (
     "blank",
     "dark",
@@ -67,6 +91,7 @@ FLAGS = (
     "odd_aspect",
     "grayscale_among_colour",
     "partially_decoded",
+    "unusual_statistics",
 )
 
 
@@ -74,10 +99,11 @@ FLAGS = (
 class Anomalies:
     """Per-item anomaly evidence; arrays and lists are aligned with the graph's rows."""
 
-    score: np.ndarray  # isolation + the largest weight of its counted flags
+    score: np.ndarray  # isolation + statistics term + the largest weight of its counted flags
     isolation: np.ndarray  # density-aware isolation (about 1 for an ordinary item)
     percentile: np.ndarray  # of isolation in the collection, 0-100
     distance: np.ndarray  # plain mean cosine distance to the k nearest
+    statistics: np.ndarray  # statistics isolation: how unlike the collection's its pixel statistics are
     flags: list[list[str]]  # every flag that holds
     counted: list[list[str]]  # the flags rare enough to add to the score
     reasons: list[list[str]]  # the same, for people, with the measured values
@@ -150,13 +176,77 @@ def _grey_mode(mode: object) -> bool:
     return mode is not None and (str(mode) in GREY_MODES or "MONOCHROME" in str(mode))
 
 
-def flag_table(metrics: Sequence[Mapping[str, Any] | None]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def statistics_matrix(metrics: Sequence[Mapping[str, Any] | None]) -> np.ndarray:
+    """(n, len(STATISTICS)) raw statistics, NaN where not stored (an older embedlab)."""
+    columns = []
+    for key in STATISTICS:
+        if key == "detail":
+            with np.errstate(invalid="ignore", divide="ignore"):
+                ratio = _column(metrics, "sharpness") / np.square(_column(metrics, "contrast") * 255.0)
+            columns.append(np.log(np.where(np.isfinite(ratio), ratio, 0.0) + 1e-6))
+        elif key == "colours":
+            columns.append(np.log(_column(metrics, "colours")))
+        else:
+            columns.append(_column(metrics, key))
+    return np.stack(columns, axis=1) if columns else np.zeros((len(metrics), 0))
+
+
+def rank_scores(values: np.ndarray) -> np.ndarray:
+    """Each column as the logistic quantile of its mid-rank in the collection (ties share one)."""
+    n = values.shape[0]
+    out = np.zeros_like(values, dtype=np.float64)
+    for j in range(values.shape[1]):
+        column = values[:, j]
+        ordered = np.sort(column)
+        mid = 0.5 * (np.searchsorted(ordered, column, side="left") + np.searchsorted(ordered, column, side="right"))
+        share = mid / n
+        out[:, j] = np.log(share / (1.0 - share)) * np.sqrt(3.0) / np.pi  # unit variance, like a normal score
+    return out
+
+
+def statistics_isolation(metrics: Sequence[Mapping[str, Any] | None], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """How unlike the collection's each item's pixel statistics are (about 1 = ordinary).
+
+    Returns the isolation (mean distance to the k nearest in rank-score space over
+    the collection's median; 1 where a statistic is missing) and the rank scores
+    (rows of NaN where missing), whose largest magnitudes explain it.
+    """
+    raw = statistics_matrix(metrics)
+    n = raw.shape[0]
+    known = np.isfinite(raw).all(axis=1) if n else np.zeros(0, dtype=bool)
+    isolation = np.ones(n)
+    scores = np.full(raw.shape, np.nan)
+    rows = np.flatnonzero(known)
+    kk = min(k, rows.size - 1)
+    if kk < 1:
+        return isolation, scores
+    points = rank_scores(raw[rows])
+    scores[rows] = points
+    squares = (points * points).sum(axis=1)
+    distance = np.empty(rows.size)
+    for start in range(0, rows.size, STATISTICS_BLOCK):
+        block = points[start : start + STATISTICS_BLOCK]
+        d2 = squares[start : start + len(block), None] + squares[None, :] - 2.0 * block @ points.T
+        d2[np.arange(len(block)), np.arange(start, start + len(block))] = np.inf  # not its own neighbour
+        nearest = np.partition(d2, kk - 1, axis=1)[:, :kk]
+        distance[start : start + len(block)] = np.sqrt(np.maximum(nearest, 0.0)).mean(axis=1)
+    isolation[rows] = distance / max(float(np.median(distance)), EPS)
+    return isolation, scores
+
+
+def flag_table(
+    metrics: Sequence[Mapping[str, Any] | None],
+    statistics: np.ndarray | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Boolean (n,) array per flag from stored per-image metrics, judged against the collection.
 
     Also a description per flag of its cut-off in this collection (for the reasons).
     Missing metrics (images embedded by an older embedlab) never raise a flag.
+    ``statistics``: ``statistics_isolation`` of the items (default: computed here).
     """
     n = len(metrics)
+    if statistics is None:
+        statistics = statistics_isolation(metrics, STATISTICS_K)[0]
     width, height = _column(metrics, "width"), _column(metrics, "height")
     contrast, entropy = _column(metrics, "contrast"), _column(metrics, "entropy")
     brightness, sharpness = _column(metrics, "brightness"), _column(metrics, "sharpness")
@@ -173,6 +263,9 @@ def flag_table(metrics: Sequence[Mapping[str, Any] | None]) -> tuple[dict[str, n
         odd_size = lonely_size & ((side < TINY_SIDE) | (np.abs(log_area - _median(log_area)) > area_cut))
         odd_aspect = lonely_aspect & (np.abs(log_aspect - _median(log_aspect)) > aspect_cut)
         detail = sharpness / np.square(contrast * 255.0)
+        known_detail = detail[np.isfinite(detail)]
+        texture_cut = float(np.quantile(known_detail, TEXTURE_QUANTILE)) if known_detail.size else np.inf
+        textured = np.isfinite(detail) & (detail > texture_cut)
         modes = [m.get("mode") if m else None for m in metrics]
         grey_mode = np.array([_grey_mode(mode) for mode in modes], dtype=bool)
         grey = np.where(np.isfinite(colourfulness), colourfulness < GREY_COLOURFULNESS, grey_mode)
@@ -181,20 +274,22 @@ def flag_table(metrics: Sequence[Mapping[str, Any] | None]) -> tuple[dict[str, n
         table = {
             "blank": blank,
             "dark": ~blank & (brightness + 2 * contrast < DARK_CEILING),
-            "light": ~blank & (brightness - 2 * contrast > LIGHT_FLOOR),
+            "light": ~blank & (brightness - 2 * contrast > LIGHT_FLOOR) & ~textured,
             "low_information": ~blank & (entropy < LOW_INFORMATION_BITS),
             "blurry": ~blank & (detail < BLUR_RATIO),
             "odd_size": odd_size,
             "odd_aspect": odd_aspect,
             "grayscale_among_colour": grey & known & (colour_share >= COLOUR_MAJORITY),
             "partially_decoded": ~blank & (band >= BAND_FRACTION),
+            "unusual_statistics": ~blank & (statistics >= STATISTICS_CUT),
         }
     median_area = np.exp(_median(log_area)) if n else float("nan")
     median_aspect = np.exp(_median(log_aspect)) if n else float("nan")
     cuts = {
         "blank": f"grey-level spread < {BLANK_CONTRAST:.1%} and entropy < {BLANK_ENTROPY:g} bits",
         "dark": f"mean + 2 std of brightness < {DARK_CEILING:.0%}",
-        "light": f"mean - 2 std of brightness > {LIGHT_FLOOR:.0%}",
+        "light": f"mean - 2 std of brightness > {LIGHT_FLOOR:.0%}, and fine detail not in the top "
+        f"{1 - TEXTURE_QUANTILE:.0%} here (> {texture_cut:.3g}: a light texture)",
         "low_information": f"grey-level entropy < {LOW_INFORMATION_BITS:g} bits",
         "blurry": f"fine detail (Laplacian / grey variance) < {BLUR_RATIO:g}",
         "odd_size": f"shorter side < {TINY_SIDE} px or pixel count {ODD_AREA_FACTOR:g}x off the median "
@@ -203,6 +298,8 @@ def flag_table(metrics: Sequence[Mapping[str, Any] | None]) -> tuple[dict[str, n
         f"and few images within {SIZE_ALIKE:g}x of it",
         "grayscale_among_colour": f"colourfulness < {GREY_COLOURFULNESS:g} where {colour_share:.0%} are colour",
         "partially_decoded": f"bottom {BAND_FRACTION:.0%} or more of the rows one flat colour",
+        "unusual_statistics": f"pixel statistics {STATISTICS_CUT:g}x or more as far from their nearest images' "
+        "as is usual here",
     }
     return {name: np.asarray(table[name], dtype=bool) for name in FLAGS}, cuts
 
@@ -234,17 +331,19 @@ def score(
     isolation = isolation_scores(index, sim)
     percentile = percentiles(isolation)
     distance = mean_distance(sim)
+    statistics, ranks = np.ones(n), np.full((n, len(STATISTICS)), np.nan)
     if metrics is None:
         table: dict[str, np.ndarray] = {name: np.zeros(n, dtype=bool) for name in FLAGS}
         cuts: dict[str, str] = {}
     else:
-        table, cuts = flag_table(metrics)
+        statistics, ranks = statistics_isolation(metrics, STATISTICS_K)
+        table, cuts = flag_table(metrics, statistics)
     counts = rare(table)
     bonus = np.zeros(n)
     for name, held in table.items():
         if counts[name]:
             bonus = np.where(held, np.maximum(bonus, flag_weight(name)), bonus)
-    total = isolation + bonus
+    total = isolation + STATISTICS_WEIGHT * np.maximum(0.0, statistics - 1.0) + bonus
     flags: list[list[str]] = [[] for _ in range(n)]
     for name in FLAGS:
         for i in np.flatnonzero(table[name]):
@@ -253,19 +352,21 @@ def score(
     share = {name: int(held.sum()) for name, held in table.items()}
     reasons = [
         [
-            f"{f}: {_measured(f, metrics[i] if metrics else None)} ({cuts.get(f, f)}); {share[f]} of {n} images"
-            + ("" if counts[f] else ", too common here to add to the score")
+            f"{f}: {_measured(f, metrics[i] if metrics else None, statistics[i], ranks[i])} ({cuts.get(f, f)}); "
+            f"{share[f]} of {n} images" + ("" if counts[f] else ", too common here to add to the score")
             for f in fs
         ]
         for i, fs in enumerate(flags)
     ]
-    return Anomalies(total, isolation, percentile, distance, flags, counted, reasons)
+    return Anomalies(total, isolation, percentile, distance, statistics, flags, counted, reasons)
 
 
-def _measured(flag: str, m: Mapping[str, Any] | None) -> str:
+def _measured(flag: str, m: Mapping[str, Any] | None, statistics: float = 1.0, ranks: Any = None) -> str:
     """The stored value behind a flag, for people."""
     if not m:
         return "?"
+    if flag == "unusual_statistics":
+        return f"statistics isolation {statistics:.2f} (1 = ordinary); furthest out: {_furthest(ranks)}"
     width, height = m.get("width") or 0, m.get("height") or 0
     if flag == "blank":
         return f"grey-level spread {m['contrast']:.2%}, entropy {m['entropy']:.2f} bits"
@@ -285,9 +386,18 @@ def _measured(flag: str, m: Mapping[str, Any] | None) -> str:
     return f"bottom {m.get('band') or 0.0:.0%} of the rows one flat colour"
 
 
+def _furthest(ranks: Any, count: int = 3) -> str:
+    """The statistics whose rank in the collection is most extreme, for people."""
+    if ranks is None or not np.isfinite(ranks).all():
+        return "?"
+    order = np.argsort(-np.abs(ranks), kind="stable")[:count]
+    return ", ".join(f"{STATISTICS[j]} {'high' if ranks[j] > 0 else 'low'}" for j in order)
+
+
 def isolation_reason(anomalies: Anomalies, i: int) -> str:
     """One line on how isolated item ``i`` is, for the details of an anomaly."""
     return (
         f"isolation {anomalies.isolation[i]:.2f} (1 = ordinary for its neighbourhood), "
-        f"{anomalies.percentile[i]:.1f}th percentile; mean distance to its neighbours {anomalies.distance[i]:.3f}"
+        f"{anomalies.percentile[i]:.1f}th percentile; mean distance to its neighbours {anomalies.distance[i]:.3f}; "
+        f"pixel statistics isolation {anomalies.statistics[i]:.2f}"
     )

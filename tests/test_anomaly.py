@@ -161,3 +161,58 @@ def test_anomaly_details_say_why() -> None:
     assert 0 <= first["isolation_percentile"] <= 100 and "percentile" in first["reasons"][-1]
     assert {"path", "score", "isolation", "flags", "neighbours"} <= set(first)
     assert len(first["neighbours"]) == 5
+
+
+def test_pixel_statistics_tell_noise_bars_and_gradients_from_a_photo() -> None:
+    rng = np.random.default_rng(5)
+    photo = small(skimage_image("astronaut"), 256).convert("RGB")
+    noise = Image.fromarray(rng.integers(0, 256, (256, 256), dtype=np.uint8)).convert("RGB")
+    bars = np.zeros((192, 256, 3), dtype=np.uint8)
+    for i, colour in enumerate([(192, 192, 192), (192, 192, 0), (0, 192, 192), (0, 192, 0), (192, 0, 0), (0, 0, 192)]):
+        bars[:, i * 43 : (i + 1) * 43] = colour
+    hue = np.tile(np.linspace(0, 255, 256, dtype=np.uint8), (192, 1))
+    full = np.full_like(hue, 255)
+    rainbow = Image.fromarray(np.stack([hue, full, full], axis=2), "HSV").convert("RGB")
+    p, n, b, r = (quality_metrics(im) for im in (photo, noise, Image.fromarray(bars), rainbow))
+    assert p["correlation"] > 0.8 and n["correlation"] < 0.1  # neighbouring pixels unrelated
+    assert b["colours"] <= 6 and b["top_colours"] > 0.6 and p["colours"] > 50
+    assert b["flat"] > 0.9 and n["flat"] < 0.05 and n["edges"] > 0.5
+    assert r["saturation"] > 0.95 and p["saturation"] < 0.6
+
+
+def test_unusual_statistics_surface_an_image_made_unlike_the_rest() -> None:
+    rng = np.random.default_rng(6)
+    metrics = _photo_metrics(200)
+    for m in metrics:
+        m.update(
+            saturation=rng.uniform(0.2, 0.5),
+            correlation=rng.uniform(0.85, 0.97),
+            edges=rng.uniform(0.1, 0.3),
+            flat=rng.uniform(0.1, 0.4),
+            top_colours=rng.uniform(0.1, 0.3),
+            colours=float(rng.integers(100, 400)),
+        )
+    metrics[7] = {**metrics[7], "saturation": 1.0, "colours": 4.0, "top_colours": 0.95, "flat": 0.95}
+    isolation, _ = anomaly.statistics_isolation(metrics, 10)
+    assert int(np.argmax(isolation)) == 7 and isolation[7] > anomaly.STATISTICS_CUT
+    assert abs(float(np.median(isolation)) - 1.0) < 0.05
+    table, _ = anomaly.flag_table(metrics, isolation)
+    assert np.flatnonzero(table["unusual_statistics"]).tolist() == [7]
+    found = anomaly.score(np.zeros((200, 0), dtype=np.int64), np.zeros((200, 0)), metrics)
+    assert int(np.argmax(found.score)) == 7
+    assert "saturation high" in found.reasons[7][0] or "colours low" in found.reasons[7][0]
+    older = [{k: v for k, v in m.items() if k not in anomaly.STATISTICS} for m in metrics]
+    assert (anomaly.statistics_isolation(older, 10)[0] == 1.0).all()  # not stored yet: ordinary
+
+
+def test_light_low_contrast_textures_are_not_light_but_an_overexposed_picture_is() -> None:
+    rng = np.random.default_rng(7)
+    names = ("astronaut", "camera", "coffee", "chelsea")
+    rows = [quality_metrics(small(skimage_image(name), 256).convert("RGB")) for name in names] * 3
+    for spread in (0.01, 0.02, 0.03):  # light paper: every pixel light, fine grain everywhere
+        paper = 230 + spread * 255 * rng.standard_normal((256, 256))
+        rows.append(quality_metrics(Image.fromarray(np.clip(paper, 0, 255).astype(np.uint8)).convert("RGB")))
+    washed = np.asarray(small(skimage_image("astronaut"), 256).convert("L"), dtype=np.float64)
+    rows.append(quality_metrics(Image.fromarray((225 + washed / 255 * 30).astype(np.uint8)).convert("RGB")))
+    table, _ = anomaly.flag_table(rows)
+    assert np.flatnonzero(table["light"]).tolist() == [15]
