@@ -4,8 +4,10 @@
     python bench/anomalybench.py                    # holdout table (Markdown on stdout)
     python bench/anomalybench.py --half tune --sweep  # the grid the constants were chosen on
 
-Each half is embedded once (recipe ``plain``) into bench/.cache/anomalybench/<half> and
-its exact k-NN graph computed; every method ranks the same images. Scored by
+Each half is embedded once (the default recipe, as ``embed`` writes it) into
+bench/.cache/anomalybench/<dataset folder>/<half>, its vectors read exactly as ``analyze``
+reads them (``load_for_analysis`` with the index's ``semantic_columns``) and its exact
+k-NN graph computed; every method ranks the same images. Scored by
 ``dupscore.score_anomalies`` against the half's ``truth.json`` (planted oddballs):
 AUROC, oddballs in the top 8 and in the top N (N = number of oddballs). fastdup scores
 only the outliers it lists (its 5th percentile); for its AUROC the others tie below them.
@@ -35,8 +37,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 from dupscore import markdown_table, score_anomalies  # noqa: E402
 
 from embedlab import anomaly  # noqa: E402
-from embedlab.analysis import neighbourhood  # noqa: E402
+from embedlab.analysis import load_for_analysis, neighbourhood  # noqa: E402
 from embedlab.indexer import embed_folder  # noqa: E402
+from embedlab.registry import semantic_columns  # noqa: E402
 from embedlab.store import Store  # noqa: E402
 
 CACHE = ROOT / "bench" / ".cache"
@@ -58,16 +61,17 @@ class Half:
     sim: np.ndarray
 
 
-def load_half(name: str, dataset: Path, k: int, indexes: Path = CACHE / "anomalybench") -> Half:
+def load_half(name: str, dataset: Path, k: int, indexes: Path | None = None) -> Half:
     """Embed one half (reusing its index) and compute its exact k-NN graph."""
     images = dataset / name / "images"
     truth = json.loads((dataset / name / "truth.json").read_text())
-    out = indexes / name
+    out = (indexes or CACHE / "anomalybench" / dataset.name) / name  # one index per collection and half
     t0 = time.perf_counter()
-    embed_folder(str(images), str(out), recipe="plain")
+    embed_folder(str(images), str(out))  # the default recipe, as `embed` writes it
     log(f"{name}: index ready in {time.perf_counter() - t0:.1f} s")
-    with Store(out) as store:
-        shas, matrix = store.load_vectors(through_vec=False)
+    with Store(out) as store, store.snapshot():
+        # Exactly as `analyze` reads them: the backbone's own features of the composed vectors.
+        shas, matrix = load_for_analysis(store, semantic_columns(store.meta()))
         by_sha = store.ok_paths_by_sha()
         quality = store.quality()
     prefix = str(images) + os.sep
@@ -114,8 +118,9 @@ def fastdup_row(half: Half, work: Path | None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="fastdup-") as tmp:
         res = fastdup_outliers(half.images, work or tmp)
     known = {p for ps in half.paths for p in ps} | set(half.truth["images"])
-    floor = min(res.scores.values(), default=0.0) - 1.0  # unlisted images tie below every listed outlier
-    scores = {p: res.scores.get(p, floor) for p in known}
+    listed = res.scores or {}
+    floor = min(listed.values(), default=0.0) - 1.0  # unlisted images tie below every listed outlier
+    scores = {p: listed.get(p, floor) for p in known}
     row = score_anomalies(half.truth, res.ranked or [], scores)
     row["seconds"] = round(res.seconds, 3)
     row["listed"] = len(res.ranked or [])
@@ -153,11 +158,13 @@ def flag_census(half: Half) -> dict[str, Any]:
 
 def sweep(half: Half) -> None:
     """The grid the constants were chosen on: AUROC, top-8 and top-N hits per setting."""
-    grid = {
-        "OUTER_FROM": [0, 2, 3, 5],
-        "GLOBAL_WEIGHT": [0.0, 0.25, 0.5, 0.75, 1.0],
-        "BROKEN_WEIGHT": [0.5, 1.0, 2.0],
-        "LOOK_WEIGHT": [0.0, 0.25, 0.5, 1.0],
+    grid: dict[str, list[float]] = {
+        "GLOBAL_WEIGHT": [0.25, 0.5, 0.75],
+        "BROKEN_WEIGHT": [1.0, 2.0],
+        "LOOK_WEIGHT": [0.5, 1.0],
+        "STATISTICS_WEIGHT": [0.0, 0.5, 1.0, 2.0],
+        "STATISTICS_CUT": [3.0, 4.0, 5.0, float("inf")],
+        "STATISTICS_K": [3, 5, 10],  # whole numbers: used as k
     }
     print("| " + " | ".join(grid) + " | AUROC | top 8 | top N |")
     print("|" + "---:|" * (len(grid) + 3))
@@ -177,8 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--indexes",
         type=Path,
-        default=CACHE / "anomalybench",
-        help="index folder per half (default bench/.cache/anomalybench)",
+        help="index folder per half (default bench/.cache/anomalybench/<dataset folder name>)",
     )
     ap.add_argument("--half", default="holdout", choices=["tune", "holdout"], help="which half (default holdout)")
     ap.add_argument("--k", type=int, default=10, help="neighbours (analyze --k, default 10)")
