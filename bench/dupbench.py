@@ -77,9 +77,9 @@ def candidates_for(data: dict[str, Any], k: int, floor: float) -> list[tuple[int
     return dup.candidate_pairs(hood.index, hood.sim, k=k, floor=floor)
 
 
-def measured_pairs(data: dict[str, Any], cands: list[tuple[int, int, float]]) -> list[PairEvidence | None]:
+def measured_pairs(data: dict[str, Any], cands: list[dup.Candidate]) -> list[PairEvidence | None]:
     verifier = dup.Verifier(data["evidence"])
-    return [verifier.pair(i, j, s) for i, j, s in cands]
+    return verifier.measure_all(cands, threads=2)
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, iters: int = 50) -> tuple[np.ndarray, float]:
@@ -116,7 +116,7 @@ def cmd_fit(data: dict[str, Any], k: int, floor: float) -> Model:
     measured = measured_pairs(data, cands)
     keep = [
         (m, item_label(data["paths"][i], data["paths"][j], group_of))
-        for (i, j, _), m in zip(cands, measured, strict=True)
+        for (i, j, _, _), m in zip(cands, measured, strict=True)
     ]
     keep = [(m, y) for m, y in keep if m is not None]
     report_candidates(data, cands)
@@ -136,10 +136,10 @@ def cmd_fit(data: dict[str, Any], k: int, floor: float) -> Model:
     return Model(rounded(w_pix, b_pix), rounded(w_geo, b_geo))
 
 
-def report_candidates(data: dict[str, Any], cands: list[tuple[int, int, float]]) -> None:
+def report_candidates(data: dict[str, Any], cands: list[dup.Candidate]) -> None:
     """How many true pairs the vectors propose at all, per kind (the verifier cannot find the rest)."""
     index_of = {p: i for i, ps in enumerate(data["paths"]) for p in ps}
-    proposed = {(i, j) for i, j, _ in cands}
+    proposed = {(c[0], c[1]) for c in cands}
     for group in data["truth"]["duplicate_groups"]:
         items = sorted({index_of[p] for p in group["paths"] if p in index_of})
         pairs = [(a, b) for n, a in enumerate(items) for b in items[n + 1 :]]

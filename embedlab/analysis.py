@@ -10,15 +10,13 @@ Above it, `embedlab.ivf` builds an approximate k-NN graph with exact scores.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import anomaly
-from .duplicates import CANDIDATE_K, Group, Link, Verifier, build_groups, candidate_pairs
+from .duplicates import CANDIDATE_K, Candidate, Group, Link, Verifier, build_groups, candidate_pairs
 from .search import SCORE_DECIMALS
 
 if TYPE_CHECKING:
@@ -200,26 +198,22 @@ def analyze_vectors(
     return report(anomaly_hood, paths, anomaly_top=anomaly_top, quality=quality, links=links, threshold=threshold)
 
 
-def verify_in_chunks(candidates: list[tuple[int, int, float]], evidence: EvidenceLoader | None) -> list[Link]:
+def verify_in_chunks(
+    candidates: list[Candidate], evidence: EvidenceLoader | None, on_pairs: Callable[[int], None] | None = None
+) -> list[Link]:
     """Score every candidate, loading the evidence of VERIFY_CHUNK pairs' items at a time."""
     links: list[Link] = []
     for start in range(0, len(candidates), VERIFY_CHUNK):
         chunk = candidates[start : start + VERIFY_CHUNK]
-        items = sorted({i for i, _, _ in chunk} | {j for _, j, _ in chunk})
+        items = sorted({c[0] for c in chunk} | {c[1] for c in chunk})
         loaded = evidence(items) if evidence is not None else {}
         local = {item: n for n, item in enumerate(items)}
         verifier = Verifier([loaded.get(item) for item in items])
-        # OpenCV's matcher and RANSAC release the GIL: two threads use both cores. Each pair is
-        # judged on its own, so the answers do not depend on the thread count.
-        with ThreadPoolExecutor(max_workers=VERIFY_THREADS) as pool:
-            chunk_links = list(pool.map(partial(_verify_one, verifier, local), chunk))
-        links.extend(replace(link, a=i, b=j) for link, (i, j, _) in zip(chunk_links, chunk, strict=True))
+        judged = verifier.links([(local[i], local[j], s, r) for i, j, s, r in chunk], threads=VERIFY_THREADS)
+        links.extend(replace(link, a=c[0], b=c[1]) for link, c in zip(judged, chunk, strict=True))
+        if on_pairs is not None:
+            on_pairs(len(chunk))
     return links
-
-
-def _verify_one(verifier: Verifier, local: dict[int, int], candidate: tuple[int, int, float]) -> Link:
-    i, j, cosine = candidate
-    return verifier.link(local[i], local[j], cosine)
 
 
 def report(

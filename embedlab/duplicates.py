@@ -12,16 +12,27 @@ is itself verified against, so A~B and B~C never put A with C by themselves.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .evidence import Evidence
-from .verify import Logistic, Model, PairEvidence, measure, normalised_thumb
+from .verify import (
+    DIHEDRAL,
+    GEOMETRY_RANK,
+    Logistic,
+    Model,
+    PairEvidence,
+    finish,
+    normalised_thumb,
+    pixel_agreement_batch,
+)
 
 CANDIDATE_K = 20  # nearest neighbours of each item that are verified (10 missed 6 % of true pairs on the tune half)
 CANDIDATE_COSINE = 0.45  # proposals below this cosine are never verified (tuned for recall on the tune half)
+PIXEL_BLOCK = 1024  # candidate pairs whose thumbnails are compared in one NumPy pass
 SAME_PIXELS_NCC = 0.985  # thumbnails this close under no move: the same pixels, re-encoded or resized
 
 # Fitted by bench/dupbench.py --fit on the tuning half; see docs/SCORES.md.
@@ -54,20 +65,28 @@ class Group:
     links: list[Link] = field(default_factory=list)
 
 
+Candidate = tuple[int, int, float, int]  # (i, j, cosine, rank): i < j, rank of the nearer direction
+
+
 def candidate_pairs(
     index: np.ndarray, sim: np.ndarray, *, k: int = CANDIDATE_K, floor: float = CANDIDATE_COSINE
-) -> list[tuple[int, int, float]]:
-    """Unique (i, j, cosine) with i < j from each row's k nearest neighbours at or above ``floor``."""
-    seen: dict[tuple[int, int], float] = {}
+) -> list[Candidate]:
+    """Unique pairs with i < j from each row's k nearest neighbours at or above ``floor``.
+
+    Each comes with its rank: the position of one in the other's neighbour list,
+    the smaller of the two directions (0: one is the other's nearest neighbour).
+    """
+    seen: dict[tuple[int, int], tuple[float, int]] = {}
     kk = min(k, index.shape[1])
     for i in range(index.shape[0]):
-        for j, s in zip(index[i, :kk], sim[i, :kk], strict=True):
+        for rank, (j, s) in enumerate(zip(index[i, :kk], sim[i, :kk], strict=True)):
             if s < floor:
                 break  # rows are nearest first
             a, b = (i, int(j)) if i < j else (int(j), i)
             if a != b:
-                seen[(a, b)] = float(s)
-    return [(a, b, s) for (a, b), s in sorted(seen.items())]
+                before = seen.get((a, b))
+                seen[(a, b)] = (float(s), rank if before is None else min(rank, before[1]))
+    return [(a, b, s, r) for (a, b), (s, r) in sorted(seen.items())]
 
 
 class Verifier:
@@ -86,20 +105,55 @@ class Verifier:
         return self._norm[i]
 
     def pair(self, i: int, j: int, cosine: float) -> PairEvidence | None:
-        a, b = self.evidence[i], self.evidence[j]
-        if a is None or b is None:
-            return None
-        (na, fa), (nb, fb) = self._normalised(i), self._normalised(j)
-        return measure(a, b, cosine, na, nb, fa and fb)
+        return self.measure_all([(i, j, cosine, 0)])[0]
 
     def link(self, i: int, j: int, cosine: float) -> Link:
-        measured = self.pair(i, j, cosine)
-        if measured is None:
-            p = float(COSINE_ONLY(np.array([cosine]))[()])
-            return Link(i, j, p, "similar_vectors", None, cosine)
-        p = float(self.model.probability([measured])[0])
-        kind, edit = describe(measured)
-        return Link(i, j, p, kind, edit, cosine)
+        return self.links([(i, j, cosine, 0)])[0]
+
+    def links(self, candidates: Sequence[Candidate], threads: int = 1) -> list[Link]:
+        """Every candidate judged (``measure_all``), as links with their probability and kind."""
+        measured = self.measure_all(candidates, threads)
+        have = [n for n, m in enumerate(measured) if m is not None]
+        probabilities = self.model.probability([measured[n] for n in have])  # type: ignore[misc]
+        p_of = dict(zip(have, probabilities, strict=True))
+        out: list[Link] = []
+        for n, ((i, j, cosine, _), m) in enumerate(zip(candidates, measured, strict=True)):
+            if m is None:
+                out.append(Link(i, j, float(COSINE_ONLY(np.array([cosine]))[()]), "similar_vectors", None, cosine))
+                continue
+            kind, edit = describe(m)
+            out.append(Link(i, j, float(p_of[n]), kind, edit, cosine))
+        return out
+
+    def measure_all(self, candidates: Sequence[Candidate], threads: int = 1) -> list[PairEvidence | None]:
+        """Measurements of every candidate (None without evidence): pixels in blocks, keypoints where they matter.
+
+        OpenCV's matcher and RANSAC release the GIL, so ``threads`` fit pairs at
+        once; each pair is judged on its own, so the answers never depend on it.
+        """
+        have = [n for n, (i, j, _, _) in enumerate(candidates) if self.evidence[i] and self.evidence[j]]
+        measured: dict[int, PairEvidence] = {}
+        for start in range(0, len(have), PIXEL_BLOCK):
+            block = have[start : start + PIXEL_BLOCK]
+            pairs = [candidates[n] for n in block]
+            na = np.stack([self._normalised(i)[0] for i, _, _, _ in pairs])
+            nb = np.stack([self._normalised(j)[0] for _, j, _, _ in pairs])
+            aspect = np.array([[self.evidence[i].aspect, self.evidence[j].aspect] for i, j, _, _ in pairs])  # type: ignore[union-attr]
+            grey, ranks, move = pixel_agreement_batch(na, nb, aspect[:, 0], aspect[:, 1])
+            jobs = []
+            for n, (i, j, cosine, rank), g, r, m in zip(block, pairs, grey, ranks, move, strict=True):
+                jobs.append((n, i, j, cosine, float(g), float(r), DIHEDRAL[int(m)][0], rank < GEOMETRY_RANK))
+            with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+                for n, result in zip(block, pool.map(self._finish, jobs), strict=True):
+                    measured[n] = result
+        return [measured.get(n) for n in range(len(candidates))]
+
+    def _finish(self, job: tuple[int, int, int, float, float, float, str, bool]) -> PairEvidence:
+        _, i, j, cosine, grey, ranks, how, geometry = job
+        a, b = self.evidence[i], self.evidence[j]
+        assert a is not None and b is not None
+        (na, fa), (nb, fb) = self._normalised(i), self._normalised(j)
+        return finish(a, b, cosine, na, nb, fa and fb, grey, ranks, how, geometry)
 
 
 def describe(p: PairEvidence) -> tuple[str, str | None]:
@@ -114,19 +168,9 @@ def describe(p: PairEvidence) -> tuple[str, str | None]:
     return "edited_copy", "tone"
 
 
-def verify_candidates(
-    candidates: Sequence[tuple[int, int, float]],
-    evidence: Sequence[Evidence | None],
-    on_pairs: Callable[[int], None] | None = None,
-) -> list[Link]:
+def verify_candidates(candidates: Sequence[Candidate], evidence: Sequence[Evidence | None]) -> list[Link]:
     """Every candidate scored, in candidate order."""
-    verifier = Verifier(evidence)
-    links = []
-    for n, (i, j, s) in enumerate(candidates, 1):
-        links.append(verifier.link(i, j, s))
-        if on_pairs is not None and n % 1000 == 0:
-            on_pairs(1000)
-    return links
+    return Verifier(evidence).links(candidates)
 
 
 def build_groups(n_items: int, links: Sequence[Link], threshold: float, multi_path: Sequence[bool]) -> list[Group]:

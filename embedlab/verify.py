@@ -36,7 +36,8 @@ RANSAC_PIXELS = 6.0  # inlier distance in the 512 px frame both keypoint sets li
 FRAME = 512.0
 MAX_ANISOTROPY = 1.8  # singular-value ratio of the affine map: a stretch of 1.3 passes, a projection does not
 PIXEL_DECISIVE = 0.9995  # thumbnails this close need no keypoint fit
-GEOMETRY_COSINE = 0.55  # below this cosine no keypoint fit is tried (on the tune half every pair that needed one was >= 0.60)
+GEOMETRY_RANK = 5  # analyze fits keypoints for each item's 5 nearest candidates (124 of 128 such finds on tune)
+GEOMETRY_COSINE = 0.0  # no cosine gate: one at 0.55 lost rotated textures of the sample assets
 FLAT_STD = 2.0  # grey levels: a thumbnail this flat has no structure to compare
 
 # The eight flips and quarter turns of a square thumbnail, and what they mean for the picture.
@@ -131,18 +132,37 @@ def _move(thumb: np.ndarray, quarter_turns: int, mirrored: bool) -> np.ndarray:
     return np.rot90(moved, quarter_turns, axes=(-2, -1))
 
 
-def pixel_agreement(a: Evidence, b: Evidence, na: np.ndarray, nb: np.ndarray) -> tuple[float, float, str]:
-    """NCC of the normalised thumbnails, grey levels and ranks, under the best move that keeps the aspect ratio."""
-    best, how = (-1.0, -1.0), "same"
-    for name, turns, mirrored in DIHEDRAL:
-        b_aspect = b.aspect if turns % 2 == 0 else 1.0 / b.aspect
-        if abs(math.log(a.aspect / b_aspect)) > ASPECT_TOLERANCE:
+def pixel_agreement_batch(
+    na: np.ndarray, nb: np.ndarray, aspect_a: np.ndarray, aspect_b: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For pairs of normalised thumbnails (B, 2, S, S): grey-level and rank NCC under each pair's best move.
+
+    The best move is the one with the highest of the two correlations among the
+    moves that keep the aspect ratio (first one on ties); (-1, -1, move 0) where none does.
+    """
+    count = len(na)
+    best = np.full(count, -np.inf)
+    grey, ranks = np.full(count, -1.0), np.full(count, -1.0)
+    move = np.zeros(count, dtype=np.int64)
+    for m, (_name, turns, mirrored) in enumerate(DIHEDRAL):
+        b_aspect = aspect_b if turns % 2 == 0 else 1.0 / aspect_b
+        allowed = np.abs(np.log(aspect_a / b_aspect)) <= ASPECT_TOLERANCE
+        if not allowed.any():
             continue
         moved = _move(nb, turns, mirrored)
-        score = (float(np.vdot(na[1], moved[1])), float(np.vdot(na[0], moved[0])))
-        if max(score) > max(best) + 1e-9:
-            best, how = score, name
-    return best[0], best[1], how
+        g = np.einsum("bhw,bhw->b", na[:, 1], moved[:, 1], dtype=np.float64)
+        r = np.einsum("bhw,bhw->b", na[:, 0], moved[:, 0], dtype=np.float64)
+        key = np.where(allowed, np.maximum(g, r), -np.inf)
+        better = key > best + 1e-9
+        best = np.where(better, key, best)
+        grey, ranks, move = np.where(better, g, grey), np.where(better, r, ranks), np.where(better, m, move)
+    return grey, ranks, move
+
+
+def pixel_agreement(a: Evidence, b: Evidence, na: np.ndarray, nb: np.ndarray) -> tuple[float, float, str]:
+    """NCC of the normalised thumbnails, grey levels and ranks, under the best move that keeps the aspect ratio."""
+    grey, ranks, move = pixel_agreement_batch(na[None], nb[None], np.array([a.aspect]), np.array([b.aspect]))
+    return float(grey[0]), float(ranks[0]), DIHEDRAL[int(move[0])][0]
 
 
 def _frame_scale(e: Evidence) -> np.ndarray:
@@ -226,16 +246,40 @@ def rank_correlation(x: np.ndarray, y: np.ndarray) -> float:
     return float(rx @ ry / denom) if denom > 1e-12 else -1.0
 
 
-def measure(a: Evidence, b: Evidence, cosine: float, na: np.ndarray, nb: np.ndarray, flat: bool) -> PairEvidence:
-    """Every measurement of one candidate pair (normalised thumbnails passed in, computed once per item).
-
-    The keypoint fit costs twenty times the pixel comparison, so it is skipped
-    where its answer cannot matter: the pixels already agree (PIXEL_DECISIVE),
-    or the vectors are too far apart for any edit the fit could find (GEOMETRY_COSINE).
-    """
+def measure(
+    a: Evidence, b: Evidence, cosine: float, na: np.ndarray, nb: np.ndarray, flat: bool, geometry: bool = True
+) -> PairEvidence:
+    """Every measurement of one candidate pair (normalised thumbnails passed in, computed once per item)."""
     pixel, ranks, how = pixel_agreement(a, b, na, nb)
+    return finish(a, b, cosine, na, nb, flat, pixel, ranks, how, geometry)
+
+
+def needs_geometry(pixel: float, ranks: float, cosine: float, geometry: bool = True) -> bool:
+    """Whether the keypoint fit can still matter.
+
+    It costs twenty times the pixel comparison, so it is skipped where its answer
+    cannot change the verdict: the pixels already agree (PIXEL_DECISIVE), the vectors
+    are too far apart for any edit it finds (GEOMETRY_COSINE), or the caller says so
+    (analyze fits only each item's GEOMETRY_RANK nearest neighbours).
+    """
+    return geometry and max(pixel, ranks) < PIXEL_DECISIVE and cosine >= GEOMETRY_COSINE
+
+
+def finish(
+    a: Evidence,
+    b: Evidence,
+    cosine: float,
+    na: np.ndarray,
+    nb: np.ndarray,
+    flat: bool,
+    pixel: float,
+    ranks: float,
+    how: str,
+    geometry: bool = True,
+) -> PairEvidence:
+    """The pair's measurements, given its pixel agreement: the keypoint fit where it can matter."""
     side = min(a.width, a.height, b.width, b.height)
-    if max(pixel, ranks) >= PIXEL_DECISIVE or cosine < GEOMETRY_COSINE:
+    if not needs_geometry(pixel, ranks, cosine, geometry):
         return PairEvidence(cosine, pixel, how, 0, 0.0, -1.0, 0.0, flat, ranks, side)
     inliers, frac, warped, overlap = geometric_agreement(a, b, na, nb)
     return PairEvidence(cosine, pixel, how, inliers, frac, warped, overlap, flat, ranks, side)

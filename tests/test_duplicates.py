@@ -109,7 +109,9 @@ def test_links_below_the_threshold_and_byte_copies() -> None:
 def test_candidates_are_unique_nearest_first_and_above_the_floor() -> None:
     index = np.array([[1, 2], [0, 2], [1, 0]])
     sim = np.array([[0.9, 0.4], [0.9, 0.8], [0.8, 0.4]])
-    assert candidate_pairs(index, sim, k=2, floor=0.5) == [(0, 1, 0.9), (1, 2, 0.8)]
+    # (0, 1) is each other's nearest (rank 0); 2 is 1's second neighbour but 1 is 2's nearest.
+    assert candidate_pairs(index, sim, k=2, floor=0.5) == [(0, 1, 0.9, 0), (1, 2, 0.8, 0)]
+    assert candidate_pairs(index, sim, k=2, floor=0.85) == [(0, 1, 0.9, 0)]
 
 
 def _cli_json(argv: list[str]) -> str:
