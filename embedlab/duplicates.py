@@ -25,7 +25,9 @@ from .verify import (
     Logistic,
     Model,
     PairEvidence,
+    coarse,
     finish,
+    needs_geometry,
     normalised_thumb,
     pixel_agreement_batch,
 )
@@ -96,12 +98,14 @@ class Verifier:
         self.evidence = evidence
         self.model = model
         self._norm: dict[int, tuple[np.ndarray, bool]] = {}
+        self._coarse: dict[int, np.ndarray] = {}
 
     def _normalised(self, i: int) -> tuple[np.ndarray, bool]:
         if i not in self._norm:
             ev = self.evidence[i]
             assert ev is not None
             self._norm[i] = normalised_thumb(ev.thumb)
+            self._coarse[i] = coarse(self._norm[i][0])
         return self._norm[i]
 
     def pair(self, i: int, j: int, cosine: float) -> PairEvidence | None:
@@ -138,14 +142,20 @@ class Verifier:
             pairs = [candidates[n] for n in block]
             na = np.stack([self._normalised(i)[0] for i, _, _, _ in pairs])
             nb = np.stack([self._normalised(j)[0] for _, j, _, _ in pairs])
+            ca = np.stack([self._coarse[i] for i, _, _, _ in pairs])
+            cb = np.stack([self._coarse[j] for _, j, _, _ in pairs])
             aspect = np.array([[self.evidence[i].aspect, self.evidence[j].aspect] for i, j, _, _ in pairs])  # type: ignore[union-attr]
-            grey, ranks, move = pixel_agreement_batch(na, nb, aspect[:, 0], aspect[:, 1])
-            jobs = []
+            grey, ranks, move = pixel_agreement_batch(na, nb, aspect[:, 0], aspect[:, 1], ca, cb)
+            fits = []
             for n, (i, j, cosine, rank), g, r, m in zip(block, pairs, grey, ranks, move, strict=True):
-                jobs.append((n, i, j, cosine, float(g), float(r), DIHEDRAL[int(m)][0], rank < GEOMETRY_RANK))
+                job = (n, i, j, cosine, float(g), float(r), DIHEDRAL[int(m)][0], rank < GEOMETRY_RANK)
+                if needs_geometry(job[4], job[5], cosine, job[7]):
+                    fits.append(job)
+                else:  # no keypoint fit: nothing to wait for
+                    measured[n] = self._finish(job)
             with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-                for n, result in zip(block, pool.map(self._finish, jobs), strict=True):
-                    measured[n] = result
+                for job, result in zip(fits, pool.map(self._finish, fits), strict=True):
+                    measured[job[0]] = result
         return [measured.get(n) for n in range(len(candidates))]
 
     def _finish(self, job: tuple[int, int, int, float, float, float, str, bool]) -> PairEvidence:

@@ -36,8 +36,10 @@ RANSAC_PIXELS = 6.0  # inlier distance in the 512 px frame both keypoint sets li
 FRAME = 512.0
 MAX_ANISOTROPY = 1.8  # singular-value ratio of the affine map: a stretch of 1.3 passes, a projection does not
 PIXEL_DECISIVE = 0.9995  # thumbnails this close need no keypoint fit
-GEOMETRY_RANK = 5  # analyze fits keypoints for each item's 5 nearest candidates (124 of 128 such finds on tune)
+GEOMETRY_RANK = 5  # keypoint fits for each item's 5 nearest candidates (on tune 124 of 128 such finds are at rank 0-1)
 GEOMETRY_COSINE = 0.0  # no cosine gate: one at 0.55 lost rotated textures of the sample assets
+COARSE_SIDE = 16  # thumbnails are compared at this size first
+COARSE_FLOOR = 0.6  # and at full size only where they agree this well at 16 px
 FLAT_STD = 2.0  # grey levels: a thumbnail this flat has no structure to compare
 
 # The eight flips and quarter turns of a square thumbnail, and what they mean for the picture.
@@ -132,7 +134,46 @@ def _move(thumb: np.ndarray, quarter_turns: int, mirrored: bool) -> np.ndarray:
     return np.rot90(moved, quarter_turns, axes=(-2, -1))
 
 
+def coarse(thumb: np.ndarray) -> np.ndarray:
+    """One normalised thumbnail (2, S, S) at COARSE_SIDE, for pixel_agreement_batch's first pass."""
+    return _coarse(thumb[None])[0]
+
+
+def _coarse(thumbs: np.ndarray) -> np.ndarray:
+    """Normalised thumbnails (B, 2, S, S) averaged down to COARSE_SIDE and normalised again."""
+    count, channels, side, _ = thumbs.shape
+    step = side // COARSE_SIDE
+    small = thumbs.reshape(count, channels, COARSE_SIDE, step, COARSE_SIDE, step).mean(axis=(3, 5))
+    small -= small.mean(axis=(2, 3), keepdims=True)
+    norm = np.linalg.norm(small.reshape(count, channels, -1), axis=2)[:, :, None, None]
+    return np.asarray(np.where(norm > 1e-12, small / np.maximum(norm, 1e-12), 0.0), dtype=np.float32)
+
+
 def pixel_agreement_batch(
+    na: np.ndarray,
+    nb: np.ndarray,
+    aspect_a: np.ndarray,
+    aspect_b: np.ndarray,
+    coarse_a: np.ndarray | None = None,
+    coarse_b: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Grey-level and rank NCC of pairs of normalised thumbnails (B, 2, S, S) under each pair's best move.
+
+    Compared first at COARSE_SIDE px: a pair that does not reach COARSE_FLOOR there
+    keeps those coarse values (far below anything the pixel channel counts, and a
+    sixteenth of the work); the others are compared at full size.
+    """
+    coarse_a = _coarse(na) if coarse_a is None else coarse_a  # callers with many pairs pass them in, made once
+    coarse_b = _coarse(nb) if coarse_b is None else coarse_b
+    grey, ranks, move = _agreement(coarse_a, coarse_b, aspect_a, aspect_b)
+    close = np.nonzero(np.maximum(grey, ranks) >= COARSE_FLOOR)[0]
+    if len(close):
+        fine = _agreement(na[close], nb[close], aspect_a[close], aspect_b[close])
+        grey[close], ranks[close], move[close] = fine
+    return grey, ranks, move
+
+
+def _agreement(
     na: np.ndarray, nb: np.ndarray, aspect_a: np.ndarray, aspect_b: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For pairs of normalised thumbnails (B, 2, S, S): grey-level and rank NCC under each pair's best move.
@@ -150,8 +191,8 @@ def pixel_agreement_batch(
         if not allowed.any():
             continue
         moved = _move(nb, turns, mirrored)
-        g = np.einsum("bhw,bhw->b", na[:, 1], moved[:, 1], dtype=np.float64)
-        r = np.einsum("bhw,bhw->b", na[:, 0], moved[:, 0], dtype=np.float64)
+        g = np.einsum("bhw,bhw->b", na[:, 1], moved[:, 1]).astype(np.float64)
+        r = np.einsum("bhw,bhw->b", na[:, 0], moved[:, 0]).astype(np.float64)
         key = np.where(allowed, np.maximum(g, r), -np.inf)
         better = key > best + 1e-9
         best = np.where(better, key, best)
