@@ -39,8 +39,8 @@ SAME_PIXELS_NCC = 0.985  # thumbnails this close under no move: the same pixels,
 
 # Fitted by bench/dupbench.py --fit on the tuning half; see docs/SCORES.md.
 MODEL = Model(
-    pixel=Logistic(weights=(1.5704, -0.4826, 0.6517), bias=-2.4154),
-    geometry=Logistic(weights=(2.3711, 13.7918, 1.368, 3.6696, -3.4778, -0.4872), bias=-11.4159),
+    pixel=Logistic(weights=(1.5779, -0.4819, 0.6459), bias=-2.4678),
+    geometry=Logistic(weights=(1.8957, 13.7146, 1.0967, 3.6317, -6.7484, -0.3154), bias=-6.7583),
 )
 # For a pair where one side has no evidence (an index embedded before evidence existed).
 COSINE_ONLY = Logistic(weights=(19.0552,), bias=-18.1651)

@@ -21,7 +21,7 @@ from .verify import measure, normalised_thumb
 POOL_FACTOR = 4
 # Candidates verified against a query's own evidence; a verified copy of the query comes first.
 COPY_POOL = 20
-COPY_THRESHOLD = 0.5
+COPY_THRESHOLD = 0.5  # chosen on the tune half (0.92 found fewer copies there)
 
 
 def mmr_order(query_sims: np.ndarray, pairwise: np.ndarray, k: int, lam: float) -> list[int]:
