@@ -356,7 +356,14 @@ def analyze_child(folder: Path, memory_mb: int) -> None:
         hood = neighbours(matrix, 10, 2.0, memory_mb=memory_mb, approximate=None, on_rows=progress)
         t_graph = time.perf_counter() - t0 - t_load
         candidates = candidate_pairs(hood.index, hood.sim)
-        links = verify_in_chunks(candidates, evidence_loader(store, shas))
+        log(f"  verifying {len(candidates):,} candidate pairs, {time.perf_counter() - t0:.0f} s")
+        checked = [0]
+
+        def verified(pairs: int) -> None:
+            checked[0] += pairs
+            log(f"  verified {checked[0]:,} / {len(candidates):,} pairs, {time.perf_counter() - t0:.0f} s")
+
+        links = verify_in_chunks(candidates, evidence_loader(store, shas), on_pairs=verified)
         t_verify = time.perf_counter() - t0 - t_load - t_graph
         by_sha = store.ok_paths_by_sha()
         paths = [by_sha[s] for s in shas]

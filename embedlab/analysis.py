@@ -162,7 +162,7 @@ def components(n_items: int, pairs: list[tuple[int, int, float]]) -> np.ndarray:
     return np.array([uf.find(i) for i in range(n_items)], dtype=np.int64)
 
 
-VERIFY_CHUNK = 20_000  # candidate pairs whose evidence is loaded at once
+VERIFY_ITEMS = 150_000  # items whose evidence (16 KB each at most) is held at once
 VERIFY_THREADS = 2
 
 
@@ -201,10 +201,14 @@ def analyze_vectors(
 def verify_in_chunks(
     candidates: list[Candidate], evidence: EvidenceLoader | None, on_pairs: Callable[[int], None] | None = None
 ) -> list[Link]:
-    """Score every candidate, loading the evidence of VERIFY_CHUNK pairs' items at a time."""
+    """Score every candidate, holding the evidence of at most VERIFY_ITEMS items at a time.
+
+    A pair's second item is anywhere in the collection, so small chunks of pairs
+    would read the same evidence again and again: chunks grow until they touch
+    VERIFY_ITEMS distinct items (all of them, up to that size: one read each).
+    """
     links: list[Link] = []
-    for start in range(0, len(candidates), VERIFY_CHUNK):
-        chunk = candidates[start : start + VERIFY_CHUNK]
+    for chunk in _chunks_by_items(candidates, VERIFY_ITEMS):
         items = sorted({c[0] for c in chunk} | {c[1] for c in chunk})
         loaded = evidence(items) if evidence is not None else {}
         local = {item: n for n, item in enumerate(items)}
@@ -214,6 +218,18 @@ def verify_in_chunks(
         if on_pairs is not None:
             on_pairs(len(chunk))
     return links
+
+
+def _chunks_by_items(candidates: list[Candidate], limit: int) -> Iterator[list[Candidate]]:
+    """Consecutive runs of candidates that touch at most ``limit`` distinct items each."""
+    start, seen = 0, set[int]()
+    for n, (i, j, _, _) in enumerate(candidates):
+        seen.update((i, j))
+        if len(seen) > limit:
+            yield candidates[start:n]
+            start, seen = n, {i, j}
+    if start < len(candidates):
+        yield candidates[start:]
 
 
 def report(

@@ -168,3 +168,12 @@ def test_search_puts_a_verified_copy_of_the_query_first(edited_index: tuple[Path
     assert Path(first["path"]).name == "coffee.png"
     assert first["copy"] >= 0.5
     assert all("copy" not in r for r in line["results"][1:])
+
+
+def test_verification_chunks_touch_a_bounded_number_of_items() -> None:
+    from embedlab.analysis import _chunks_by_items
+
+    candidates = [(i, (i * 7) % 50, 0.9, 0) for i in range(50) if i != (i * 7) % 50]
+    chunks = list(_chunks_by_items(candidates, 10))
+    assert [c for chunk in chunks for c in chunk] == candidates  # every candidate once, in order
+    assert all(len({x for c in chunk for x in c[:2]}) <= 10 for chunk in chunks)
