@@ -211,6 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
         "combine with --threshold to keep unrelated images out",
     )
     search.add_argument(
+        "--copies-first",
+        action="store_true",
+        help="verify the 20 best results against each query's pixels and keypoints and put verified copies "
+        "first, each with its 'copy' probability (scores are then no longer in descending order)",
+    )
+    search.add_argument(
         "--explain",
         action="store_true",
         help="add per result its cosine distance and its rank in an exact full scan, and per query the "
@@ -473,7 +479,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         # Queries the index already holds (same bytes) reuse their stored vector: no model load.
         evidence: dict[int, Evidence] = {}
-        vectors, model = query_vectors(store, backbone, [q.abspath for q in queries], args.batch_size, evidence)
+        wanted = evidence if args.copies_first else None  # evidence only when copies are verified
+        vectors, model = query_vectors(store, backbone, [q.abspath for q in queries], args.batch_size, wanted)
         embed_seconds = time.perf_counter() - t0
         failed, latencies = 0, []
         with store.snapshot():  # one committed state, even while an embed is writing
@@ -486,7 +493,8 @@ def cmd_search(args: argparse.Namespace) -> int:
                     failed += 1
                 else:
                     t0 = time.perf_counter()
-                    record["results"] = _ranked_results(ranker, vec, args, evidence.get(n))
+                    copies_of = evidence.get(n) if args.copies_first else None
+                    record["results"] = _ranked_results(ranker, vec, args, copies_of)
                     latencies.append(time.perf_counter() - t0)
                     if args.explain:
                         record.update(backbone=backbone.signature, engine=ranker.searcher.engine)
