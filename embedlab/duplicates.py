@@ -20,6 +20,7 @@ import numpy as np
 
 from .evidence import Evidence
 from .verify import (
+    ASPECT_TOLERANCE,
     DIHEDRAL,
     GEOMETRY_RANK,
     Logistic,
@@ -35,6 +36,7 @@ from .verify import (
 CANDIDATE_K = 20  # nearest neighbours of each item that are verified (10 missed 6 % of true pairs on the tune half)
 CANDIDATE_COSINE = 0.45  # proposals below this cosine are never verified (tuned for recall on the tune half)
 PIXEL_BLOCK = 1024  # candidate pairs whose thumbnails are compared in one NumPy pass
+FLAT_TONE = 2.0  # grey levels between two flat pictures that are still one
 SAME_PIXELS_NCC = 0.985  # thumbnails this close under no move: the same pixels, re-encoded or resized
 
 # Fitted by bench/dupbench.py --fit on the tuning half; see docs/SCORES.md.
@@ -146,6 +148,12 @@ class Verifier:
             cb = np.stack([self._coarse[j] for _, j, _, _ in pairs])
             aspect = np.array([[self.evidence[i].aspect, self.evidence[j].aspect] for i, j, _, _ in pairs])  # type: ignore[union-attr]
             grey, ranks, move = pixel_agreement_batch(na, nb, aspect[:, 0], aspect[:, 1], ca, cb)
+            # Two flat pictures have no structure to correlate: they are the same pixels when their
+            # tone and shape agree (blank exports of one slide), else nothing alike.
+            for k, (i, j, _, _) in enumerate(pairs):
+                if self._normalised(i)[1] and self._normalised(j)[1]:
+                    same = _same_flat(self.evidence[i], self.evidence[j])  # type: ignore[arg-type]
+                    grey[k] = ranks[k] = 1.0 if same else -1.0
             fits = []
             for n, (i, j, cosine, rank), g, r, m in zip(block, pairs, grey, ranks, move, strict=True):
                 job = (n, i, j, cosine, float(g), float(r), DIHEDRAL[int(m)][0], rank < GEOMETRY_RANK)
@@ -164,6 +172,12 @@ class Verifier:
         assert a is not None and b is not None
         (na, fa), (nb, fb) = self._normalised(i), self._normalised(j)
         return finish(a, b, cosine, na, nb, fa and fb, grey, ranks, how, geometry)
+
+
+def _same_flat(a: Evidence, b: Evidence) -> bool:
+    """Flat thumbnails of one tone (within FLAT_TONE grey levels) and one aspect ratio."""
+    same_tone = abs(float(a.thumb.mean()) - float(b.thumb.mean())) <= FLAT_TONE
+    return same_tone and abs(np.log(a.aspect / b.aspect)) <= ASPECT_TOLERANCE
 
 
 def describe(p: PairEvidence) -> tuple[str, str | None]:

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -82,20 +83,19 @@ def test_grader_commands_end_to_end(layout: Path) -> None:
 
 
 def test_threshold_boundary_through_the_cli(built_index: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with Store(built_index) as store:
-        by_sha = store.ok_paths_by_sha()
-        shas, matrix = store.load_vectors(through_vec=False)
-    half = next(i for i, s in enumerate(shas) if by_sha[s][0].endswith("chelsea_half.jpg"))
-    full = next(i for i, s in enumerate(shas) if by_sha[s][0].endswith("chelsea.png"))
-    sim = float(matrix[half].astype(np.float64) @ matrix[full].astype(np.float64))
-
-    def groups(threshold: float) -> list[list[str]]:
+    # --dup-threshold applies to the verified probability that two files hold one picture.
+    def analysis(threshold: float) -> dict[str, Any]:
         assert main(["-q", "analyze", "--index", str(built_index), "--dup-threshold", repr(threshold), "--json"]) == 0
-        return json.loads(capsys.readouterr().out)["duplicate_groups"]
+        return dict(json.loads(capsys.readouterr().out))
 
-    pair = sorted(by_sha[shas[half]] + by_sha[shas[full]])
-    assert pair in groups(sim - 1e-6)
-    assert pair not in groups(sim + 1e-6)
+    low = analysis(0.01)
+    group = next(d for d in low["duplicate_details"] if any(p.endswith("chelsea_half.jpg") for p in d["paths"]))
+    pair = sorted(group["paths"])
+    assert [Path(p).name for p in pair] == ["chelsea.png", "chelsea_half.jpg"]
+    score = group["links"][0]["score"]  # rounded to 6 decimals
+    assert 0.5 < score <= 1.0 and group["links"][0]["kind"] in {"same_pixels", "edited_copy"}
+    assert pair in analysis(score - 1e-6)["duplicate_groups"]
+    assert pair not in analysis(score + 1e-6)["duplicate_groups"]
 
 
 def test_exact_search_gives_the_same_answers(built_index: Path, photo_dir: Path, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -172,8 +172,10 @@ def test_calibrate_suggests_a_threshold_from_planted_variants(
     assert main(["-q", "calibrate", "--index", str(built_index), "--sample", "4", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["sampled_images"] == 4
-    assert 0.8 <= report["suggested_dup_threshold"] <= 0.99
-    assert {"half", "jpeg35", "gray", "png16", "exif_rot"} <= set(report["per_variant"])
+    assert 0.1 <= report["suggested_dup_threshold"] <= 0.99
+    assert {"half", "jpeg35", "gray", "png16", "exif_rot", "mirror", "rot90", "crop20"} <= set(report["per_variant"])
+    assert all(0.0 <= v["recall"] <= 1.0 for v in report["per_variant"].values())
+    assert report["per_variant"]["png16"]["recall"] == 1.0  # the same pixels, another encoding
     rows = report["pr_table"]
     assert [r["threshold"] for r in rows] == sorted(r["threshold"] for r in rows)
     recalls = [r["recall"] for r in rows]
