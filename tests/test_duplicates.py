@@ -180,3 +180,17 @@ def test_verification_chunks_touch_a_bounded_number_of_items() -> None:
     chunks = list(_chunks_by_items(candidates, 10))
     assert [c for chunk in chunks for c in chunk] == candidates  # every candidate once, in order
     assert all(len({x for c in chunk for x in c[:2]}) <= 10 for chunk in chunks)
+
+
+def test_verdicts_do_not_depend_on_threads_or_block_size(
+    edited_index: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from embedlab import analysis, duplicates
+
+    index, _ = edited_index
+    argv = ["analyze", "--index", str(index), "--dup-threshold", "0.5", "--json"]
+    reference = _cli_json(argv)
+    monkeypatch.setattr(analysis, "VERIFY_THREADS", 1)
+    monkeypatch.setattr(duplicates, "PIXEL_BLOCK", 3)
+    monkeypatch.setattr(analysis, "VERIFY_ITEMS", 4)
+    assert _cli_json(argv) == reference  # byte for byte
