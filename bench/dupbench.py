@@ -105,7 +105,7 @@ def groups_as_paths(data: dict[str, Any], groups: list[dup.Group]) -> list[list[
 
 def embedlab_groups(data: dict[str, Any], threshold: float, k: int, floor: float) -> list[list[str]]:
     cands = candidates_for(data, k, floor)
-    links = dup.verify_candidates(cands, data["evidence"])
+    links = dup.Verifier(data["evidence"]).links(cands, threads=2)
     multi = [len(p) > 1 for p in data["paths"]]
     return groups_as_paths(data, dup.build_groups(len(data["paths"]), links, threshold, multi))
 

@@ -192,11 +192,6 @@ def describe(p: PairEvidence) -> tuple[str, str | None]:
     return "edited_copy", "tone"
 
 
-def verify_candidates(candidates: Sequence[Candidate], evidence: Sequence[Evidence | None]) -> list[Link]:
-    """Every candidate scored, in candidate order."""
-    return Verifier(evidence).links(candidates)
-
-
 def build_groups(n_items: int, links: Sequence[Link], threshold: float, multi_path: Sequence[bool]) -> list[Group]:
     """Groups from links at or above ``threshold``, split so that nothing joins through a chain.
 

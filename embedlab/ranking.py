@@ -11,11 +11,10 @@ from dataclasses import replace
 
 import numpy as np
 
-from .duplicates import MODEL
+from .duplicates import Verifier
 from .evidence import Evidence
 from .search import SCORE_DECIMALS, Hit, Searcher, cosine_scores
 from .store import Store
-from .verify import measure, normalised_thumb
 
 # How many candidates MMR chooses from, per result wanted.
 POOL_FACTOR = 4
@@ -85,18 +84,14 @@ class Ranker:
         return [pool[i] for i in order]
 
     def _copies_first(self, pool: list[Hit], evidence: Evidence) -> list[Hit]:
+        """Verify the pool against the query as `analyze` verifies a pair (duplicates.Verifier)."""
         shas = [self.sha_of[h.path] for h in pool]
-        stored = self.store.evidence_for(sorted(set(shas)))
-        query_norm = normalised_thumb(evidence.thumb)
-        verified: dict[str, float] = {}
-        for sha, hit in zip(shas, pool, strict=True):
-            if sha in verified or sha not in stored:
-                continue
-            other_norm = normalised_thumb(stored[sha].thumb)
-            measured = measure(
-                evidence, stored[sha], hit.score, query_norm[0], other_norm[0], query_norm[1] and other_norm[1]
-            )
-            verified[sha] = float(MODEL.probability([measured])[0])
+        unique = sorted(set(shas))
+        stored = self.store.evidence_for(unique)
+        verifier = Verifier([evidence, *(stored.get(sha) for sha in unique)])
+        cosine = {sha: h.score for sha, h in zip(shas, pool, strict=True)}
+        candidates = [(0, n + 1, cosine[sha], 0) for n, sha in enumerate(unique) if sha in stored]
+        verified = {unique[link.b - 1]: link.score for link in verifier.links(candidates)}
         copies = [
             replace(h, copy=round(verified[s], SCORE_DECIMALS))
             for h, s in zip(pool, shas, strict=True)

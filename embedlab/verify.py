@@ -287,14 +287,6 @@ def rank_correlation(x: np.ndarray, y: np.ndarray) -> float:
     return float(rx @ ry / denom) if denom > 1e-12 else -1.0
 
 
-def measure(
-    a: Evidence, b: Evidence, cosine: float, na: np.ndarray, nb: np.ndarray, flat: bool, geometry: bool = True
-) -> PairEvidence:
-    """Every measurement of one candidate pair (normalised thumbnails passed in, computed once per item)."""
-    pixel, ranks, how = pixel_agreement(a, b, na, nb)
-    return finish(a, b, cosine, na, nb, flat, pixel, ranks, how, geometry)
-
-
 def needs_geometry(pixel: float, ranks: float, cosine: float, geometry: bool = True) -> bool:
     """Whether the keypoint fit can still matter.
 
