@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
+import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +16,14 @@ from PIL import Image
 
 from embedlab.backbones import Backbone, load_backbone
 from embedlab.cli import main
+
+# One fresh model cache per test session (subprocess tests inherit it): the first
+# model load converts, every later one, in this process or another, reads the cache.
+_CACHE = tempfile.mkdtemp(prefix="embedlab-test-cache-")
+atexit.register(shutil.rmtree, _CACHE, True)
+os.environ["EMBEDLAB_CACHE"] = _CACHE
+for _var in ("EMBEDLAB_RUNTIME", "EMBEDLAB_PRECISION"):
+    os.environ.pop(_var, None)
 
 SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
 PHOTOS = ("astronaut", "camera", "chelsea", "coffee", "coins", "horse", "moon", "brick", "grass", "retina")
