@@ -513,6 +513,8 @@ def _bottom_band(rgb: np.ndarray) -> float:
     if height < 8 or rgb.shape[1] < 2:
         return 0.0
     colour = rgb[-1].mean(axis=0)
+    if not (np.abs(rgb[-1] - colour).max(axis=1) <= BAND_LEVELS).all():
+        return 0.0  # the last row is not flat: no band (most pictures; skips the full-frame pass)
     flat = np.abs(rgb - colour).max(axis=2) <= BAND_LEVELS  # (h, w): pixel has the last row's colour
     rows = flat.all(axis=1)
     if not rows[-1]:
