@@ -216,7 +216,10 @@ def backbone_spec(
     prefer: str | None = None,
     precision: str | None = None,
 ) -> BackboneSpec:
-    """Validate a backbone choice and hash its weights file; imports no model code."""
+    """Validate a backbone choice and hash its weights file; imports no model code.
+
+    ``weights`` is a file, or a folder to look in before ``folders`` (default:
+    ``weights_folders()``); ``prefer`` names the file an index was built with."""
     if name not in REGISTRY:
         raise BackboneError(f"unknown backbone {name!r}; choose from {', '.join(BACKBONES)}")
     if recipe not in RECIPES:
@@ -224,6 +227,9 @@ def backbone_spec(
     precision = precision or explicit_precision() or "fp32"
     if precision not in PRECISIONS:
         raise BackboneError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    if weights is not None and Path(weights).is_dir():  # a folder of weights files: look there first
+        folders = [Path(weights), *(weights_folders() if folders is None else folders)]
+        weights = None
     path = Path(weights) if weights is not None else default_weights(name, folders, prefer)
     if not path.is_file():
         raise BackboneError(f"weights file not found: {path}")

@@ -6,7 +6,6 @@ is converted once, and the tests that need a cold or unwritable cache get their 
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -181,4 +180,10 @@ def test_local_weights_are_found_next_to_the_index_not_only_in_the_working_direc
     assert spec.weights_path == index / "weights" / "resnet18-local.pth"
     with Store(index) as store:  # the default backbone is never replaced by weights lying around
         assert resolve_spec(store, None, None).name == "efficientnet_lite0"
-    json.dumps(spec.signature)
+    # An explicit folder instead of a file.
+    other = work / "my-weights"
+    other.mkdir()
+    (other / "resnet18-mine.pth").write_bytes((index / "weights" / "resnet18-local.pth").read_bytes())
+    assert backbone_spec("resnet18", other).weights_path == other / "resnet18-mine.pth"
+    with pytest.raises(BackboneError, match="no weights for resnet50"):
+        backbone_spec("resnet50", other, folders=[])
