@@ -18,14 +18,15 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__
 from .ann import DTYPES
-from .cluster import LOCAL, ClusterError
+from .cluster import LOCAL
 from .descriptor import RECIPES
-from .images import DEFAULT_MAX_PIXELS, ImageError, display_root, path_token, scan_images, set_log_paths, set_max_pixels
+from .errors import CLI_HINTS, CLI_SUBJECTS, EmbedlabError, UsageError
+from .images import DEFAULT_MAX_PIXELS, display_root, path_token, scan_images, set_log_paths, set_max_pixels
 from .progress import Progress
 from .provenance import peak_rss_mib, versions
-from .registry import BACKBONES, BackboneError
+from .registry import BACKBONES
 from .search import ANN_CHOICES
-from .store import Store, StoreError
+from .store import Store
 
 if TYPE_CHECKING:
     from .evidence import Evidence
@@ -36,8 +37,8 @@ EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 130, 143
 SEED_MAX = 2**32 - 1  # NumPy's legacy seed range, which every seeded generator accepts
 
 
-class CliError(Exception):
-    """A user-facing failure: printed as one line, exit status 1."""
+class CliError(UsageError):
+    """A command-line mistake only the CLI can make (a flag's text): one line, exit status 1."""
 
 
 class Terminated(KeyboardInterrupt):
@@ -857,8 +858,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.metrics_out:
             _write_metrics(args.metrics_out, args.metrics)
         return status
-    except (CliError, ClusterError, ImageError, StoreError, BackboneError) as exc:
-        print(f"embedlab: error: {exc}", file=sys.stderr)
+    except EmbedlabError as exc:
+        print(f"embedlab: error: {exc.render(CLI_HINTS, CLI_SUBJECTS)}", file=sys.stderr)
         return EXIT_ERROR
     except Terminated:
         print("embedlab: terminated (SIGTERM); committed batches are kept", file=sys.stderr)

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .errors import EmbedlabError
 from .evidence import Evidence
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ ACTOR_START_S = 600  # every worker must have loaded its model by then, or the c
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
-class ClusterError(Exception):
+class ClusterError(EmbedlabError):
     """Ray is missing, unreachable or too small, or a worker failed; the message is one line."""
 
 

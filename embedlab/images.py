@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageCms, ImageFile, ImageOps
 
 from . import dicom
+from .errors import EmbedlabError
 
 log = logging.getLogger("embedlab")
 
@@ -47,7 +48,7 @@ _HASH_CHUNK = 1 << 20
 _log_paths = False
 
 
-class ImageError(Exception):
+class ImageError(EmbedlabError):
     """A file that cannot be turned into pixels; the message is one line."""
 
 
