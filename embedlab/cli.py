@@ -21,11 +21,12 @@ from .ann import DTYPES
 from .cluster import LOCAL
 from .descriptor import RECIPES
 from .errors import CLI_HINTS, CLI_SUBJECTS, EmbedlabError, UsageError
-from .images import DEFAULT_MAX_PIXELS, display_root, path_token, scan_images, set_log_paths, set_max_pixels
+from .images import DEFAULT_MAX_PIXELS, display_root, path_token, scan_images
 from .progress import Progress
 from .provenance import peak_rss_mib, versions
 from .registry import BACKBONES
 from .search import ANN_CHOICES
+from .settings import Settings, applied
 from .store import Store
 
 if TYPE_CHECKING:
@@ -397,7 +398,6 @@ def _open_index(index: str, exact: bool) -> Store:
 def cmd_embed(args: argparse.Namespace) -> int:
     from .indexer import embed_folder
 
-    set_max_pixels(args.max_pixels)
     executor = _executor(args)
     report = embed_folder(
         args.images_dir,
@@ -847,14 +847,15 @@ def _write_metrics(target: str, metrics: dict[str, Any]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO)
-    set_log_paths(args.log_paths)
     args.metrics = {"command": args.command}
     # SIGTERM (kill, a container stopping) stops a command the way Ctrl-C does: the batch in
     # flight rolls back, the run is recorded 'interrupted', one line says so (exit 143).
     on_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if on_main_thread else None
+    settings = Settings(max_pixels=getattr(args, "max_pixels", DEFAULT_MAX_PIXELS), log_paths=args.log_paths)
     try:
-        status = COMMANDS[args.command](args)
+        with applied(settings):  # Pillow's and pydicom's process-wide settings, for this command only
+            status = COMMANDS[args.command](args)
         if args.metrics_out:
             _write_metrics(args.metrics_out, args.metrics)
         return status

@@ -188,11 +188,10 @@ class EmbedWorker:
         import ray
 
         from .backbones import load_backbone, set_determinism
-        from .images import set_log_paths, set_max_pixels
+        from .settings import Settings, install
 
         set_determinism(spec.seed)
-        set_max_pixels(spec.max_pixels)
-        set_log_paths(spec.log_paths)
+        install(Settings(max_pixels=spec.max_pixels, log_paths=spec.log_paths))
         weights = spec.weights if os.path.isfile(spec.weights) else None
         backbone = load_backbone(spec.backbone, weights, spec.recipe)
         if backbone.weights_sha256 != spec.weights_sha256 or backbone.signature != spec.signature:
