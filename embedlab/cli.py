@@ -448,19 +448,13 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def _sync_sidecar(index: str, mode: str, dtype: str | None) -> None:
-    """Bring the HNSW search sidecar level with the store after an embed."""
-    from . import ann
+    """Bring every engine's derived data (the HNSW sidecar) level with the store after an embed."""
+    from .engines import sync_engines
 
     if mode == "never" or not Path(index, "embedlab.db").is_file():
         return
     with Store(index) as store:
-        large = store.vector_count() >= ann.ANN_MIN_VECTORS or ann.sidecar_path(store).is_file()
-        if mode == "always" or (large and ann.available()):
-            started = time.perf_counter()
-            size = len(ann.open_synced(store, dtype))
-            log.info("search sidecar in sync: %d vectors, %.2fs", size, time.perf_counter() - started)
-        elif large:
-            log.warning("the index is large; pip install usearch==2.26.6 for the fast search path")
+        sync_engines(store, mode, dtype)
 
 
 def cmd_search(args: argparse.Namespace) -> int:

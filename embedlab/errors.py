@@ -32,8 +32,8 @@ API_HINTS: dict[str, str] = {
 }
 
 # What a message's subject is called: a parameter in the library, a flag on the command line.
-API_SUBJECTS: dict[str, str] = {"out": "index folder"}
-CLI_SUBJECTS: dict[str, str] = {"out": "--out"}
+API_SUBJECTS: dict[str, str] = {"out": "index folder", "ann_always": "ann='always'"}
+CLI_SUBJECTS: dict[str, str] = {"out": "--out", "ann_always": "--ann always"}
 
 # Command-line wording of the same kinds (today's messages, byte for byte).
 CLI_HINTS: dict[str, str] = {
