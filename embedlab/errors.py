@@ -29,11 +29,24 @@ API_HINTS: dict[str, str] = {
     "other_backbone": "open it with backbone={backbone} or embed into a new index folder",
     "other_weights": "pass the original weights file or embed into a new index folder",
     "needs_usearch": "pip install usearch==2.26.6",
+    "no_queries": "queries must be image files (PNG, JPEG, TIFF, DICOM, ...); folders are searched recursively",
+    "no_report_queries": "leave queries out or point them at images",
+    "report_unwritable": "choose another path",
 }
 
 # What a message's subject is called: a parameter in the library, a flag on the command line.
-API_SUBJECTS: dict[str, str] = {"out": "index folder", "ann_always": "ann='always'"}
-CLI_SUBJECTS: dict[str, str] = {"out": "--out", "ann_always": "--ann always"}
+API_SUBJECTS: dict[str, str] = {
+    "out": "index folder",
+    "ann_always": "ann='always'",
+    "report_out": "report file",
+    "exclude_same": "exclude_same",
+}
+CLI_SUBJECTS: dict[str, str] = {
+    "out": "--out",
+    "ann_always": "--ann always",
+    "report_out": "--out",
+    "exclude_same": "--exclude-same",
+}
 
 # Command-line wording of the same kinds (today's messages, byte for byte).
 CLI_HINTS: dict[str, str] = {
@@ -43,6 +56,9 @@ CLI_HINTS: dict[str, str] = {
     "other_backbone": "use --backbone {backbone} or a new --out folder",
     "other_weights": "pass the original --weights or use a new --out folder",
     "needs_usearch": "pip install usearch==2.26.6",
+    "no_queries": "--query-dir needs image files (PNG, JPEG, TIFF, DICOM, ...), searched recursively",
+    "no_report_queries": "drop --query-dir or point it at images",
+    "report_unwritable": "choose another --out",
 }
 
 
