@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Write docs/CLI.md from the parser's own --help text, so the reference cannot drift.
 
-    python scripts/make_cli_docs.py           # rewrite docs/CLI.md
-    python scripts/make_cli_docs.py --check   # exit 1 if docs/CLI.md is stale (tests/fast runs this)
+python scripts/make_cli_docs.py           # rewrite docs/CLI.md
+python scripts/make_cli_docs.py --check   # exit 1 if docs/CLI.md is stale (tests/fast runs this)
 """
 
 from __future__ import annotations
