@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from .descriptor import DEFAULT_RECIPE
+from .errors import Hint
 from .evidence import Evidence
 from .evidence import compute as compute_evidence
 from .images import (
@@ -102,13 +103,14 @@ def check_compatible(store: Store, spec: BackboneSpec) -> None:
         return
     if meta["signature"] != spec.signature:
         raise IndexMismatch(
-            f"index was built with {meta['signature']} but this run uses {spec.signature}; "
-            f"use --backbone {meta.get('backbone', '?')} or a new --out folder"
+            f"index was built with {meta['signature']} but this run uses {spec.signature}",
+            hint=Hint("other_backbone", {"backbone": meta.get("backbone", "?")}),
         )
     if meta["weights_sha256"] != spec.weights_sha256:
         raise IndexMismatch(
             f"index was built with weights {meta['weights_sha256'][:12]} but {spec.weights_path.name} "
-            f"is {spec.weights_sha256[:12]}; pass the original --weights or use a new --out folder"
+            f"is {spec.weights_sha256[:12]}",
+            hint=Hint("other_weights"),
         )
 
 
