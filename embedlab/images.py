@@ -13,30 +13,24 @@ import io
 import logging
 import os
 import re
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageCms, ImageFile, ImageOps
+from PIL import Image, ImageCms, ImageOps
 
 from . import dicom
+from .errors import EmbedlabError
 
 log = logging.getLogger("embedlab")
 
-# Refuse truncated files instead of silently padding them with grey.
-ImageFile.LOAD_TRUNCATED_IMAGES = False
 # Most pixels one decoded image may have (200 MP: a large panorama; about 600 MB
 # as RGB). Above it a file gets a per-file error instead of exhausting memory;
 # `embed --max-pixels` changes it. JPEGs are checked after draft-mode reduction.
 DEFAULT_MAX_PIXELS = 200_000_000
 _max_pixels = DEFAULT_MAX_PIXELS
-# Pillow's own bomb check stays on as a backstop far above ours (JPEG headers
-# may be large before draft reduction); its warning becomes an error.
-Image.MAX_IMAGE_PIXELS = 64 * DEFAULT_MAX_PIXELS
-warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
-# Decoder chatter ("Corrupt EXIF data", ...) is noise on stderr, never a reason to stop.
-warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+# Pillow's truncation, bomb and warning settings are process-wide: embedlab.settings
+# applies them around each command or API call, never at import.
 
 # A large JPEG is decoded at 1/2, 1/4 or 1/8 scale in the DCT (draft mode): the
 # smallest scale whose short side still holds the backbone's resize (``draft_side``,
@@ -51,7 +45,7 @@ _HASH_CHUNK = 1 << 20
 _log_paths = False
 
 
-class ImageError(Exception):
+class ImageError(EmbedlabError):
     """A file that cannot be turned into pixels; the message is one line."""
 
 
@@ -351,9 +345,9 @@ def decode(path: str | os.PathLike[str], data: bytes | None = None, draft_side: 
 
     The file is read once (or ``data``, its bytes already read, is used) and
     decoded from memory; a large JPEG keeps at least ``draft_side`` pixels on its
-    short side (and DRAFT_MIN_LONG on its long side). Raises ImageError with a one-line reason for anything
-    unreadable: decoders fail in many ways on damaged files, and one bad file
-    must never stop a run.
+    short side (and DRAFT_MIN_LONG on its long side). Raises ImageError with a
+    one-line reason for anything unreadable: decoders fail in many ways on
+    damaged files, and one bad file must never stop a run.
     """
     try:
         if data is None:

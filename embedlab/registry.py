@@ -19,6 +19,7 @@ from pathlib import Path
 from PIL import Image
 
 from .descriptor import DEFAULT_RECIPE, RECIPES, Recipe
+from .errors import EmbedlabError
 from .images import sha256_file
 from .preprocess import Preprocess
 
@@ -37,7 +38,7 @@ PRECISIONS = ("fp32", "bf16")
 LEGACY_DRAFT_SIDE = 512
 
 
-class BackboneError(Exception):
+class BackboneError(EmbedlabError):
     """A backbone that cannot be built as asked; the message is one line."""
 
 

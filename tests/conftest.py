@@ -8,13 +8,13 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 import skimage
 from PIL import Image
 
-from embedlab.backbones import Backbone, load_backbone
 from embedlab.cli import main
 
 # One fresh model cache per test session (subprocess tests inherit it): the first
@@ -24,6 +24,9 @@ atexit.register(shutil.rmtree, _CACHE, True)
 os.environ["EMBEDLAB_CACHE"] = _CACHE
 for _var in ("EMBEDLAB_RUNTIME", "EMBEDLAB_PRECISION"):
     os.environ.pop(_var, None)
+
+if TYPE_CHECKING:  # the fast tier (tests/fast) must not import torch
+    from embedlab.backbones import Backbone
 
 SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
 PHOTOS = ("astronaut", "camera", "chelsea", "coffee", "coins", "horse", "moon", "brick", "grass", "retina")
@@ -53,6 +56,8 @@ def four_photos(folder: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def backbone() -> Backbone:
+    from embedlab.backbones import load_backbone
+
     return load_backbone("efficientnet_lite0")
 
 

@@ -187,3 +187,18 @@ def test_local_weights_are_found_next_to_the_index_not_only_in_the_working_direc
     assert backbone_spec("resnet18", other).weights_path == other / "resnet18-mine.pth"
     with pytest.raises(BackboneError, match="no weights for resnet50"):
         backbone_spec("resnet50", other, folders=[])
+
+
+def test_an_index_keeps_the_draft_scale_it_was_made_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from embedlab.indexer import embed_folder, resolve_spec
+    from embedlab.store import Store
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "imgs").mkdir()
+    skimage_image("coffee").convert("RGB").save(tmp_path / "imgs" / "coffee.jpg")
+    embed_folder("imgs", "new")
+    with Store("new") as store:
+        assert resolve_spec(store, None, None).decode_side == 256
+        store.execute("DELETE FROM meta WHERE key = 'draft_side'")  # as an index made before the key
+    with Store("new") as store:
+        assert resolve_spec(store, None, None).decode_side == 512

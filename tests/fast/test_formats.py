@@ -12,7 +12,7 @@ from PIL import Image, ImageCms
 
 from embedlab.images import ImageError, decode, scan_images, set_max_pixels
 
-from .conftest import skimage_image, small
+from ..conftest import skimage_image, small
 
 
 @pytest.fixture(scope="module")
@@ -162,21 +162,6 @@ def test_draft_scale_follows_the_backbone_input_and_the_evidence_size(tmp_path: 
     wide.save(tmp_path / "wide.jpg", quality=90)
     assert decode(tmp_path / "wide.jpg", draft_side=256).rgb.size == (1024, 256)
     assert decode(tmp_path / "wide.jpg", draft_side=292).rgb.size == (2048, 512)  # Lite2's resize
-
-
-def test_an_index_keeps_the_draft_scale_it_was_made_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from embedlab.indexer import embed_folder, resolve_spec
-    from embedlab.store import Store
-
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "imgs").mkdir()
-    skimage_image("coffee").convert("RGB").save(tmp_path / "imgs" / "coffee.jpg")
-    embed_folder("imgs", "new")
-    with Store("new") as store:
-        assert resolve_spec(store, None, None).decode_side == 256
-        store.execute("DELETE FROM meta WHERE key = 'draft_side'")  # as an index made before the key
-    with Store("new") as store:
-        assert resolve_spec(store, None, None).decode_side == 512
 
 
 def test_exif_rotated_large_jpeg_reports_the_viewed_size(tmp_path: Path) -> None:
