@@ -69,6 +69,14 @@ def _positive(text: str) -> int:
     return value
 
 
+def _cutoffs(text: str) -> list[int]:
+    """``evaluate --k 1,5,10``: whole numbers of at least 1, checked at parse time like ``search --k``."""
+    values = [_positive(part.strip()) for part in text.split(",") if part.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError("must be comma-separated whole numbers, e.g. 1,5,10")
+    return sorted(set(values))
+
+
 def _seed(text: str) -> int:
     value = _whole(text)
     if not 0 <= value <= SEED_MAX:
@@ -258,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = add_command("evaluate", help="retrieval quality of an index whose images sit in one subfolder per class")
     evaluate.add_argument("--index", required=True, help="index of a folder laid out as CLASS/image files")
     evaluate.add_argument(
-        "--k", default="1,5,10", help="comma-separated cut-offs for P@k and recall@k (default 1,5,10)"
+        "--k", type=_cutoffs, default=[1, 5, 10], help="comma-separated cut-offs for P@k and recall@k (default 1,5,10)"
     )
     evaluate.add_argument(
         "--exclude-same",
@@ -301,6 +309,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--workers", type=_positive, default=2, help="threads making thumbnails (default 2)")
     report.add_argument("--json", action="store_true", help="print what the page holds as JSON on stdout")
+
+    forget = add_command(
+        "forget", help="drop indexed folders (renamed, moved, added by mistake) and the vectors only they used"
+    )
+    forget.add_argument("--index", required=True, help="index folder written by embed")
+    forget.add_argument(
+        "folders", nargs="*", metavar="FOLDER", help="a folder as `info` lists it (it need not exist any more)"
+    )
+    forget.add_argument("--missing", action="store_true", help="also every indexed folder that no longer exists")
+    forget.add_argument("--json", action="store_true", help="print what was dropped as JSON on stdout")
 
     info = add_command("info", help="what an index holds: counts, backbone, runs, failures, size on disk")
     info.add_argument("--index", required=True, help="index folder written by embed")
@@ -388,7 +406,10 @@ def _open_index(index: str, exact: bool) -> Store:
         )
     if not store.vec_loaded and not exact:
         log.warning("sqlite-vec could not load (%s); using exact NumPy search", store.vec_reason)
-    if store.vec_loaded:
+    if store.vec_loaded and store.read_only and not store.vec_index_current():
+        store.vec_loaded, store.vec_reason = False, "the read-only index's sqlite-vec table is out of date"
+        log.warning("%s; using exact NumPy search", store.vec_reason)
+    elif store.vec_loaded and not store.read_only:
         store.ensure_vec_index(int(store.meta()["dim"]))
     return store
 
@@ -546,6 +567,8 @@ def _record_run(store: Store, command: str, started: float, metrics: dict[str, A
     meta = store.meta()
     metrics["seconds"] = round(time.perf_counter() - started, 3)
     metrics.update(_process_metrics())
+    if store.read_only:
+        return
     try:
         run_id = store.start_run(
             command,
@@ -575,15 +598,27 @@ def _store_metrics(index: str, run_id: int, metrics: dict[str, Any]) -> None:
         log.debug("metrics not recorded: %s", type(exc).__name__)
 
 
+def _shown(text: str) -> str:
+    """A path or message for plain-text output: control characters from a file name (an escape
+    sequence, a newline) are printed as ``\\xNN``, so they can neither drive the terminal nor forge
+    lines. JSON output escapes them itself."""
+    return "".join(c if c.isprintable() or c == " " else _escape(c) for c in text)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
 def _print_search(record: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps(record, separators=(",", ":")), flush=True)
         return
-    print(record["query"])
+    print(_shown(record["query"]))
     if "error" in record:
-        print(f"  error: {record['error']}")
+        print(f"  error: {_shown(record['error'])}")
     for rank, hit in enumerate(record["results"], 1):
-        print(f"  {rank:>3}  {hit['score']:.4f}  {hit['path']}")
+        print(f"  {rank:>3}  {hit['score']:.4f}  {_shown(hit['path'])}")
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
@@ -646,25 +681,20 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 def _print_analysis(result: dict[str, Any]) -> None:
     print(f"duplicate groups ({len(result['duplicate_groups'])}):")
     for group in result["duplicate_groups"]:
-        print("  " + "  ".join(group))
+        print("  " + "  ".join(_shown(p) for p in group))
     print(f"anomalies ({len(result['anomalies'])}), most isolated first:")
     for item in result["anomaly_details"]:
-        print(f"  {item['score']:.4f}  {item['path']}")
+        print(f"  {item['score']:.4f}  {_shown(item['path'])}")
     if result["unreadable"]:
         print(f"unreadable ({len(result['unreadable'])}):")
         for item in result["unreadable"]:
-            print(f"  {item['path']}: {item['error']}")
+            print(f"  {_shown(item['path'])}: {_shown(item['error'])}")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import class_of, retrieval_metrics, same_group
 
-    try:
-        ks = sorted({int(x) for x in args.k.split(",")})
-    except ValueError:
-        raise CliError("--k takes comma-separated whole numbers, e.g. 1,5,10") from None
-    if not ks or ks[0] < 1:
-        raise CliError("--k values must be at least 1")
+    ks = args.k
     with _open_index(args.index, exact=True) as store:
         shas, matrix = store.load_vectors(through_vec=False)
         by_sha, roots = store.ok_paths_by_sha(), store.roots()
@@ -779,6 +809,23 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_forget(args: argparse.Namespace) -> int:
+    from .folders import forget_folders
+
+    if not args.folders and not args.missing:
+        raise CliError("name the FOLDER(s) to forget (`embedlab info --index INDEX` lists them) or pass --missing")
+    report = forget_folders(args.index, args.folders, args.missing)
+    _sync_sidecar(args.index, "auto", None)
+    log.info(
+        "forgot %d folder(s): %d row(s) and %d vector(s) removed", len(report.folders), report.images, report.vectors
+    )
+    result = {"folders": report.folders, "removed": report.images, "vectors_removed": report.vectors}
+    args.metrics.update(run_id=report.run_id, counts=result)
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    return EXIT_OK
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     with _open_index(args.index, exact=True) as store:
         meta = store.meta()
@@ -790,6 +837,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             "weights_file": meta.get("weights_file"),
             "weights_sha256": meta.get("weights_sha256"),
             **store.summary(),
+            "roots": _folder_list(store),
             "failures": [{"path": p, "error": e} for p, e in store.errors()],
             "last_runs": [
                 {k: run.get(k) for k in ("id", "command", "started_at", "status", "counts", "timings", "metrics")}
@@ -803,9 +851,12 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"backbone         {info['backbone']} (recipe {info['recipe']}, dim {info['dim']})")
     print(f"weights          {info['weights_file']} sha256 {str(info['weights_sha256'])[:12]}")
     print(f"images           {info['images']} in {info['folders']} folder(s), {info['unique_vectors']} unique vectors")
+    for item in info["roots"]:
+        state = "" if item["exists"] else "  (no longer exists: embedlab forget)"
+        print(f"  {_shown(item['root'])}: {item['images']} file(s){state}")
     print(f"failures         {info['failed']}")
     for item in info["failures"][:10]:
-        print(f"  {item['path']}: {item['error']}")
+        print(f"  {_shown(item['path'])}: {_shown(item['error'])}")
     if len(info["failures"]) > 10:
         print(f"  ... {len(info['failures']) - 10} more (--json lists all)")
     print("runs             " + (", ".join(f"{k} x{v}" for k, v in info["runs"].items()) or "none"))
@@ -816,6 +867,15 @@ def cmd_info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _folder_list(store: Store) -> list[dict[str, Any]]:
+    """Each indexed folder: its root, real path (None before schema v9), rows and whether it still exists."""
+    counts = store.folder_counts()
+    return [
+        {"root": root, "real_path": real, "images": counts.get(root, 0), "exists": os.path.isdir(real or root)}
+        for root, real in store.folders().items()
+    ]
+
+
 COMMANDS = {
     "embed": cmd_embed,
     "search": cmd_search,
@@ -823,6 +883,7 @@ COMMANDS = {
     "evaluate": cmd_evaluate,
     "calibrate": cmd_calibrate,
     "report": cmd_report,
+    "forget": cmd_forget,
     "info": cmd_info,
 }
 
@@ -834,6 +895,18 @@ def _configure_logging(level: int) -> None:
     log.handlers[:] = [handler]
     log.setLevel(level)
     log.propagate = False
+
+
+def _check_metrics_out(target: str) -> None:
+    """Refuse an unwritable --metrics-out before any work, not after an embed has committed."""
+    path = Path(target)
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise CliError(f"--metrics-out {target} is a folder: name a file, e.g. {path / 'metrics.json'}")
+    if not parent.is_dir():
+        raise CliError(f"cannot write --metrics-out {target}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise CliError(f"cannot write --metrics-out {target}: permission denied")
 
 
 def _write_metrics(target: str, metrics: dict[str, Any]) -> None:
@@ -853,6 +926,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     on_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if on_main_thread else None
     try:
+        if args.metrics_out:
+            _check_metrics_out(args.metrics_out)
         status = COMMANDS[args.command](args)
         if args.metrics_out:
             _write_metrics(args.metrics_out, args.metrics)

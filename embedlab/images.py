@@ -107,7 +107,9 @@ def display_root(folder: str | os.PathLike[str]) -> str:
     return os.path.normpath(os.fspath(folder))
 
 
-def scan_images(folder: str | os.PathLike[str], unlisted: list[str] | None = None) -> list[ImageFileInfo]:
+def scan_images(
+    folder: str | os.PathLike[str], unlisted: list[str] | None = None, named: str | None = None
+) -> list[ImageFileInfo]:
     """List image files below ``folder`` in a stable order, skipping hidden entries.
 
     Symlinked folders are followed once each (a loop is skipped with a warning).
@@ -116,22 +118,27 @@ def scan_images(folder: str | os.PathLike[str], unlisted: list[str] | None = Non
     caller can record why. Extension-less files and UID-style names
     (``1.2.840.…``) are sniffed for the DICOM preamble. Folders that cannot be
     listed (permissions) are logged and, when ``unlisted`` is given, appended
-    to it as display paths: their files are unknown, not gone.
+    to it as display paths: their files are unknown, not gone. ``named`` is the
+    root the paths are written under (default: ``folder`` as typed), for a folder
+    an index already holds under another name.
     """
     root = display_root(folder)
+    shown = root if named is None else named
     if not os.path.isdir(root):
         raise ImageError(f"not a folder: {root}")
     exts = image_extensions()
     found: list[ImageFileInfo] = []
     top = os.stat(root)
     visited = {(top.st_dev, top.st_ino)}
+    hidden = 0  # names starting with '.' (.DS_Store, .git, .thumbnails): skipped, but counted
 
     def walk_error(exc: OSError) -> None:
         log.warning("%s: cannot list folder (%s)", path_token(exc.filename or "?"), exc.strerror)
         if unlisted is not None and exc.filename is not None:
-            unlisted.append(_display_path(root, os.fspath(exc.filename)))
+            unlisted.append(_display_path(root, os.fspath(exc.filename), shown))
 
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=walk_error):
+        hidden += sum(d.startswith(".") for d in dirnames) + sum(f.startswith(".") for f in filenames)
         dirnames[:] = _unvisited(dirpath, sorted(d for d in dirnames if not d.startswith(".")), visited)
         for name in sorted(filenames):
             if name.startswith("."):
@@ -139,11 +146,13 @@ def scan_images(folder: str | os.PathLike[str], unlisted: list[str] | None = Non
             full = os.path.join(dirpath, name)
             if not _wanted(full, name, exts):
                 continue
-            info = _file_info(_display_path(root, full), full)
+            info = _file_info(_display_path(root, full, shown), full)
             if info is not None:
                 found.append(info)
     found.sort(key=lambda f: f.path)
     log.debug("scan found %d image files", len(found))
+    if hidden:
+        log.info("skipped %d hidden file(s) and folder(s) (names starting with '.')", hidden)
     return found
 
 
@@ -156,10 +165,11 @@ def _wanted(full: str, name: str, exts: frozenset[str]) -> bool:
     return (not ext or ext[1:].isdigit()) and dicom.has_preamble(full)
 
 
-def _display_path(root: str, full: str) -> str:
-    """The stored, printed path of ``full``: relative to how the user named ``root``, as path text."""
+def _display_path(root: str, full: str, shown: str | None = None) -> str:
+    """The stored, printed path of ``full``: relative to how the user named ``root`` (or ``shown``), as path text."""
     rel = os.path.relpath(full, root).replace(os.sep, "/")
-    return path_text(rel if root == "." else f"{root.replace(os.sep, '/')}/{rel}")
+    prefix = root if shown is None else shown
+    return path_text(rel if prefix == "." else f"{prefix.replace(os.sep, '/')}/{rel}")
 
 
 # A backslash that the decoder of path_text would read as the start of an escape.
