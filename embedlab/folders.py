@@ -34,13 +34,16 @@ def _within(inner: str, outer: str) -> bool:
 def choose_root(folders: dict[str, str | None], typed: str, real: str) -> str:
     """The root (path prefix) under which the folder at ``real``, typed as ``typed``, is kept.
 
-    The root the index already holds for that real path wins, however it is typed now. A new
+    The root the index already holds for that real path wins, however it is typed now (a root
+    indexed before folders had an identity counts when its name leads here from here). A new
     folder takes the name it was typed with, unless that name is the root of another folder that
     still exists (``images`` from another working folder): then it is kept under its absolute
     path, so neither replaces the other. A root whose folder is gone, or one indexed before
     folders had an identity, is taken over by the folder now typed under its name.
     """
     for root, known in folders.items():
+        if known is None and os.path.isdir(root) and real_folder(root) == real:
+            known = real  # indexed before v9 under a name that, from here, is this folder
         if known == real:
             if root != typed:
                 log.info("%s is a folder this index already holds: its paths keep their first name", path_token(typed))

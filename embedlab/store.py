@@ -167,6 +167,10 @@ class Store:
         # Read commands work on an index nobody may write (read-only media, a shared folder):
         # opened read-only, they never migrate and never record their run.
         self.read_only = not create and not _writable(self.dir, self.path)
+        if create and self.path.is_file() and not _writable(self.dir, self.path):
+            raise StoreError(
+                f"index {self.dir} is read-only; embed needs write access to the index folder (read commands do not)"
+            )
         try:
             self.conn, self.vec_loaded, self.vec_reason = _connect(self.path, use_vec, self.read_only)
         except (sqlite3.Error, OSError) as exc:
