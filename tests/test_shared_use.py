@@ -237,9 +237,9 @@ def test_a_full_disk_is_named_as_such(work: Path) -> None:
         (pages,) = store.execute("PRAGMA page_count")[0]
         store.execute(f"PRAGMA max_page_count = {pages}")
         vectors = np.ones((1100, int(store.meta()["dim"])), np.float32)
-        with pytest.raises(StoreError, match=r"the disk holding .* is full .*free some space") as caught:
-            with store.transaction():
-                store.insert_vectors([f"{i:064x}" for i in range(1100)], vectors, 1)
+        full = pytest.raises(StoreError, match=r"the disk holding .* is full .*free some space")
+        with full as caught, store.transaction():
+            store.insert_vectors([f"{i:064x}" for i in range(1100)], vectors, 1)
         assert "\n" not in str(caught.value)
         assert store.vector_count() == 4  # the batch rolled back
 
@@ -254,9 +254,7 @@ def test_a_first_embed_that_fails_leaves_no_index_folder(work: Path, capsys: pyt
     assert (work / "kept").is_dir() and not (work / "kept" / "idx").exists()
 
 
-def test_plain_text_output_escapes_control_characters_in_names(
-    work: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_plain_text_output_escapes_control_characters_in_names(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
     imgs = four_photos(work / "imgs")
     evil = "evil\x1b[2J\nforged.png"
     shutil.copyfile(imgs / "coffee.png", imgs / evil)
