@@ -20,7 +20,17 @@ from . import __version__
 from .ann import DTYPES
 from .cluster import LOCAL, ClusterError
 from .descriptor import RECIPES
-from .images import DEFAULT_MAX_PIXELS, ImageError, display_root, path_token, scan_images, set_log_paths, set_max_pixels
+from .images import (
+    DEFAULT_DECODE_BUDGET_MB,
+    DEFAULT_MAX_PIXELS,
+    ImageError,
+    display_root,
+    path_token,
+    scan_images,
+    set_decode_budget,
+    set_log_paths,
+    set_max_pixels,
+)
 from .progress import Progress
 from .provenance import peak_rss_mib, versions
 from .registry import BACKBONES, BackboneError
@@ -181,6 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_PIXELS,
         help=f"larger images are recorded as errors instead of filling memory (default {DEFAULT_MAX_PIXELS:,}; "
         "JPEGs count after reduced-size decoding)",
+    )
+    embed.add_argument(
+        "--decode-memory-mb",
+        type=_positive,
+        default=DEFAULT_DECODE_BUDGET_MB,
+        help=f"memory all decode threads may hold at once (default {DEFAULT_DECODE_BUDGET_MB}); a picture that "
+        "needs more alone is recorded as an error, large ones are decoded at reduced size",
     )
     embed.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
     embed.add_argument(
@@ -418,6 +435,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from .indexer import embed_folder
 
     set_max_pixels(args.max_pixels)
+    set_decode_budget(args.decode_memory_mb)
     executor = _executor(args)
     report = embed_folder(
         args.images_dir,
