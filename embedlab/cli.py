@@ -450,25 +450,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         executor=executor,
     )
     _sync_sidecar(args.out, args.ann, args.ann_dtype)
-    log.info(
-        "embedded %d images: %d new, %d reused, %d unchanged, %d removed, %d failed",
-        report.images,
-        report.new,
-        report.reused,
-        report.unchanged,
-        report.removed,
-        report.failed,
-    )
-    log.info(
-        "backbone %s (recipe %s), dim %d, %d vectors computed in %.2fs (%.1f images/s), total %.2fs",
-        report.backbone,
-        report.recipe,
-        report.dim,
-        report.embedded_vectors,
-        report.timings.get("embed", 0.0),
-        report.images_per_second,
-        report.seconds,
-    )
+    _log_embed_summary(args.out, report)
     args.metrics.update(
         run_id=report.run_id,
         counts={k: getattr(report, k) for k in ("images", "new", "reused", "unchanged", "removed", "failed")},
@@ -485,6 +467,36 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _log_embed_summary(out: str, report: Any) -> None:
+    """What the run did, in words: vectors computed, reused, unchanged, removed, failed."""
+    done = [
+        f"{report.embedded_vectors} embedded" if report.embedded_vectors else "",
+        f"{report.reused} reused from copies already indexed" if report.reused else "",
+        f"{report.unchanged} unchanged" if report.unchanged else "",
+        f"{report.removed} removed" if report.removed else "",
+        f"{report.failed} unreadable" if report.failed else "",
+    ]
+    copies = report.new - report.embedded_vectors  # new files whose bytes another new file carried
+    if copies > 0:
+        done.insert(1, f"{copies} copies of those")
+    log.info("%d images: %s", report.images, ", ".join(d for d in done if d) or "nothing to do")
+    if report.embedded_vectors:
+        log.info(
+            "backbone %s (recipe %s), dim %d: %d vectors in %.2fs (%.1f images/s), total %.2fs",
+            report.backbone,
+            report.recipe,
+            report.dim,
+            report.embedded_vectors,
+            report.timings.get("embed", 0.0),
+            report.images_per_second,
+            report.seconds,
+        )
+    else:
+        log.info("%s (%.2fs)", "nothing new to embed" if report.new == 0 else "no vectors computed", report.seconds)
+    if report.failed:
+        log.info("`embedlab info --index %s` lists the files that could not be read, with the reason", out)
+
+
 def _sync_sidecar(index: str, mode: str, dtype: str | None) -> None:
     """Bring the HNSW search sidecar level with the store after an embed."""
     from . import ann
@@ -498,7 +510,7 @@ def _sync_sidecar(index: str, mode: str, dtype: str | None) -> None:
             size = len(ann.open_synced(store, dtype))
             log.info("search sidecar in sync: %d vectors, %.2fs", size, time.perf_counter() - started)
         elif large:
-            log.warning("the index is large; pip install usearch==2.26.6 for the fast search path")
+            ann.hint_install(store)
 
 
 def cmd_search(args: argparse.Namespace) -> int:

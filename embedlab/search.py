@@ -103,12 +103,12 @@ def choose_engine(store: Store, *, exact: bool, ann: str) -> str:
     if exact:
         return "numpy"
     if ann != "never":
-        from .ann import ANN_MIN_VECTORS, available
+        from .ann import ANN_MIN_VECTORS, available, hint_install
 
         if ann == "always" or store.vector_count() >= ANN_MIN_VECTORS:
             if available():
                 return "ann"
             if ann == "always":
                 raise StoreError("--ann always needs the usearch package: pip install usearch==2.26.6")
-            log.warning("the index is large; pip install usearch==2.26.6 for the fast search path")
+            hint_install(store)
     return "sqlite-vec" if store.vec_loaded else "numpy"

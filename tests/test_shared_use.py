@@ -277,3 +277,19 @@ def test_hidden_files_and_folders_are_counted(work: Path, caplog: pytest.LogCapt
     assert report.images == 4
     assert "skipped 2 hidden file(s) and folder(s)" in caplog.text
     assert os.path.isdir(imgs / ".thumbs")
+
+
+def test_the_embed_summary_says_what_happened(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: "embedded 6 images, 5 new, 1 failed" when 4 vectors were computed, and a run with nothing
+    to do printed "0 vectors computed in 0.00s (0.0 images/s)"."""
+    imgs = four_photos(work / "imgs")
+    shutil.copyfile(imgs / "coffee.png", imgs / "coffee_copy.png")
+    (imgs / "notes.png").write_text("not a picture")
+    assert main(["embed", "--images-dir", "imgs", "--out", "index"]) == 0
+    err = capsys.readouterr().err
+    assert "embedlab: 6 images: 4 embedded, 1 copies of those, 1 unreadable" in err
+    assert "`embedlab info --index index` lists the files that could not be read" in err
+    assert main(["embed", "--images-dir", "imgs", "--out", "index"]) == 0
+    err = capsys.readouterr().err
+    assert "embedlab: 6 images: 6 unchanged, 1 unreadable" in err and "nothing new to embed" in err
+    assert "images/s" not in err
