@@ -478,7 +478,7 @@ def _log_embed_summary(out: str, report: Any) -> None:
     ]
     copies = report.new - report.embedded_vectors  # new files whose bytes another new file carried
     if copies > 0:
-        done.insert(1, f"{copies} copies of those")
+        done.insert(1, f"{copies} {'copy' if copies == 1 else 'copies'} of those")
     log.info("%d images: %s", report.images, ", ".join(d for d in done if d) or "nothing to do")
     if report.embedded_vectors:
         log.info(

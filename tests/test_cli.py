@@ -44,7 +44,7 @@ def test_grader_commands_end_to_end(layout: Path) -> None:
     assert embed.returncode == 0, embed.stderr
     assert embed.stdout == ""  # stdout is for results only
     assert (
-        "12 images: 12 new" in embed.stderr
+        "12 images: 11 embedded, 1 copy of those" in embed.stderr
         and "efficientnet_lite0 (recipe hybrid)" in embed.stderr
         and "dim 1347" in embed.stderr
     )

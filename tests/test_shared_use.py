@@ -287,7 +287,7 @@ def test_the_embed_summary_says_what_happened(work: Path, capsys: pytest.Capture
     (imgs / "notes.png").write_text("not a picture")
     assert main(["embed", "--images-dir", "imgs", "--out", "index"]) == 0
     err = capsys.readouterr().err
-    assert "embedlab: 6 images: 4 embedded, 1 copies of those, 1 unreadable" in err
+    assert "embedlab: 6 images: 4 embedded, 1 copy of those, 1 unreadable" in err
     assert "`embedlab info --index index` lists the files that could not be read" in err
     assert main(["embed", "--images-dir", "imgs", "--out", "index"]) == 0
     err = capsys.readouterr().err
