@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -119,23 +119,54 @@ def neighbourhood(
     return Neighbourhood(index, sim, pairs)
 
 
+class KnnGraph(Protocol):
+    """Builds a Neighbourhood: each item's k nearest and the pairs at or above ``threshold``."""
+
+    def __call__(
+        self, matrix: np.ndarray, k: int, threshold: float, *, block_bytes: int, on_rows: Callable[[int], None] | None
+    ) -> Neighbourhood: ...
+
+
+def _exact_graph(
+    matrix: np.ndarray, k: int, threshold: float, *, block_bytes: int, on_rows: Callable[[int], None] | None
+) -> Neighbourhood:
+    return neighbourhood(matrix, k, threshold, on_rows, block_bytes=block_bytes)
+
+
+def _ivf_graph(
+    matrix: np.ndarray, k: int, threshold: float, *, block_bytes: int, on_rows: Callable[[int], None] | None
+) -> Neighbourhood:
+    from .ivf import knn_graph  # ivf builds on this module's Neighbourhood
+
+    return knn_graph(matrix, k, threshold, block_bytes=block_bytes, on_rows=on_rows)
+
+
+# k-NN graph builders by name; ``approximate`` picks "ivf" (True) or "exact" (False),
+# and None picks by size. A new builder registers here and is chosen by name.
+KNN_GRAPHS: dict[str, KnnGraph] = {"exact": _exact_graph, "ivf": _ivf_graph}
+
+
+def choose_graph(n_items: int, approximate: bool | str | None) -> str:
+    """The builder's name: given by name, or exact up to EXACT_MAX_ITEMS items and ivf above."""
+    if isinstance(approximate, str):
+        return approximate
+    if approximate is None:
+        approximate = n_items > EXACT_MAX_ITEMS
+    return "ivf" if approximate else "exact"
+
+
 def neighbours(
     matrix: np.ndarray,
     k: int,
     threshold: float,
     *,
     memory_mb: int,
-    approximate: bool | None,
+    approximate: bool | str | None,
     on_rows: Callable[[int], None] | None = None,
 ) -> Neighbourhood:
-    """Exact blocked all-pairs, or the approximate k-NN graph for large inputs."""
-    if approximate is None:
-        approximate = matrix.shape[0] > EXACT_MAX_ITEMS
-    if approximate:
-        from .ivf import knn_graph
-
-        return knn_graph(matrix, k, threshold, block_bytes=memory_mb << 20, on_rows=on_rows)
-    return neighbourhood(matrix, k, threshold, on_rows, block_bytes=memory_mb << 20)
+    """Exact blocked all-pairs, or the approximate k-NN graph for large inputs (KNN_GRAPHS)."""
+    build = KNN_GRAPHS[choose_graph(matrix.shape[0], approximate)]
+    return build(matrix, k, threshold, block_bytes=memory_mb << 20, on_rows=on_rows)
 
 
 class _UnionFind:
@@ -177,7 +208,7 @@ def analyze_vectors(
     evidence: EvidenceLoader | None = None,
     on_rows: Callable[[int], None] | None = None,
     memory_mb: int = DEFAULT_MEMORY_MB,
-    approximate: bool | None = None,
+    approximate: bool | str | None = None,
 ) -> dict[str, Any]:
     """The `analyze` answer for unit vectors ``matrix`` whose rows hold ``paths``.
 

@@ -3,42 +3,29 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import logging
 import os
-import re
 import signal
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__
 from .ann import DTYPES
-from .cluster import LOCAL, ClusterError
+from .cluster import LOCAL
 from .descriptor import RECIPES
-from .images import (
-    DEFAULT_DECODE_BUDGET_MB,
-    DEFAULT_MAX_PIXELS,
-    ImageError,
-    display_root,
-    path_token,
-    scan_images,
-    set_decode_budget,
-    set_log_paths,
-    set_max_pixels,
-)
-from .progress import Progress
-from .provenance import peak_rss_mib, versions
-from .registry import BACKBONES, BackboneError
+from .errors import CLI_HINTS, CLI_SUBJECTS, EmbedlabError, UsageError
+from .images import DEFAULT_DECODE_BUDGET_MB, DEFAULT_MAX_PIXELS
+from .registry import BACKBONES
 from .search import ANN_CHOICES
-from .store import Store, StoreError
+from .settings import Settings, applied
 
 if TYPE_CHECKING:
-    from .evidence import Evidence
+    from .api import Index
+    from .results import SearchResult
 
 log = logging.getLogger("embedlab")
 
@@ -46,8 +33,8 @@ EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 130, 143
 SEED_MAX = 2**32 - 1  # NumPy's legacy seed range, which every seeded generator accepts
 
 
-class CliError(Exception):
-    """A user-facing failure: printed as one line, exit status 1."""
+class CliError(UsageError):
+    """A command-line mistake only the CLI can make (a flag's text): one line, exit status 1."""
 
 
 class Terminated(KeyboardInterrupt):
@@ -125,29 +112,138 @@ def _unit(text: str) -> float:
 _LOG_PATHS_HELP = "name files by their full path in logs and errors (default: a short hash, as paths may carry names)"
 
 
+_METRICS_HELP = "also write this run's metrics (counts, timings, rates, peak memory) to FILE as JSON"
+
+
+# -- flag groups, each declared once and shared by the commands that take it ---------
+
+
+def _common_flags(top_level: bool) -> _Parser:
+    """Logging and metrics switches: before the command, or after it (`embed ... -q`).
+
+    After the command, SUPPRESS keeps the top-level value when they are not repeated there.
+    """
+    parser = _Parser(add_help=False)
+    switch: dict[str, Any] = {"default": False if top_level else argparse.SUPPRESS}
+    value: dict[str, Any] = {"default": None if top_level else argparse.SUPPRESS}
+    parser.add_argument("-v", "--verbose", action="store_true", help="more detail on stderr", **switch)
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr", **switch)
+    parser.add_argument("--log-paths", action="store_true", help=_LOG_PATHS_HELP, **switch)
+    parser.add_argument("--metrics-out", metavar="FILE", help=_METRICS_HELP, **value)
+    return parser
+
+
+def _index_flags(help_text: str = "index folder written by embed") -> _Parser:
+    parser = _Parser(add_help=False)
+    parser.add_argument("--index", required=True, help=help_text)
+    return parser
+
+
+def _output_flags(help_text: str = "one JSON object on stdout") -> _Parser:
+    parser = _Parser(add_help=False)
+    parser.add_argument("--json", action="store_true", help=help_text)
+    return parser
+
+
+def _search_flags(query_dir_required: bool) -> _Parser:
+    """What to search for and how to rank it: `search` and `report`."""
+    parser = _Parser(add_help=False)
+    if query_dir_required:
+        parser.add_argument("--query-dir", required=True, help="folder of query images (scanned recursively)")
+    else:
+        parser.add_argument("--query-dir", default=None, help="also show the top-k results of these query images")
+    parser.add_argument("--k", type=_positive, default=5, help="results per query (default 5)")
+    parser.add_argument(
+        "--threshold", type=_unit, default=None, help="only results scoring at or above this cosine similarity"
+    )
+    parser.add_argument(
+        "--diverse",
+        type=_fraction,
+        nargs="?",
+        const=0.5,
+        default=None,
+        metavar="LAMBDA",
+        help="re-rank by maximal marginal relevance so the top k are not copies of one image; "
+        "LAMBDA weighs similarity to the query against novelty (default 0.5; 1 = plain ranking); "
+        "combine with --threshold to keep unrelated images out",
+    )
+    parser.add_argument(
+        "--copies-first",
+        action="store_true",
+        help="verify the 20 best results against each query's pixels and keypoints and put verified copies "
+        "first, each with its 'copy' probability (scores are then no longer in descending order)",
+    )
+    return parser
+
+
+def _engine_flags() -> _Parser:
+    """Which search engine and which backbone answer: `search`."""
+    parser = _Parser(add_help=False)
+    parser.add_argument("--exact", action="store_true", help="exact NumPy scan instead of sqlite-vec KNN")
+    parser.add_argument(
+        "--ann",
+        choices=ANN_CHOICES,
+        default="auto",
+        help="HNSW candidates + exact re-score (needs usearch): auto (default) from 20,000 vectors, always, "
+        "or never (sqlite-vec's exact scan)",
+    )
+    parser.add_argument(
+        "--backbone", choices=BACKBONES, default=None, help="must match the index (default: the index's)"
+    )
+    parser.add_argument("--weights", default=None, help="weights file; must match the index's weights hash")
+    parser.add_argument("--batch-size", type=_positive, default=32, help="queries per forward pass (default 32)")
+    return parser
+
+
+def _analyze_flags(k_flag: str) -> _Parser:
+    """How duplicates and anomalies are found: `analyze` and `report` (where --k is the search's)."""
+    parser = _Parser(add_help=False)
+    parser.add_argument(
+        "--dup-threshold",
+        type=_unit,
+        default=0.92,
+        help="cosine similarity at or above which images group (default 0.92)",
+    )
+    parser.add_argument("--anomaly-top", type=_non_negative, default=8, help="how many anomalies to list (default 8)")
+    parser.add_argument(
+        k_flag,
+        dest="anomaly_k",
+        type=_positive,
+        default=10,
+        help="neighbours used to score isolation (default 10: larger than a typical duplicate group, "
+        "so an image's own copies cannot hide how isolated it is)",
+    )
+    parser.add_argument(
+        "--memory-mb",
+        type=_positive,
+        default=1024,
+        help="working memory for similarity blocks, in MB (default 1024); never an N x N matrix",
+    )
+    parser.add_argument(
+        "--ann",
+        choices=ANN_CHOICES,
+        default="auto",
+        help="approximate k-NN graph (k-means cells, exact scores) instead of exact all-pairs: "
+        "auto (default) above 20,000 unique vectors, always, or never",
+    )
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="embedlab",
         description="Embed image folders into one SQLite index, search it, find near-duplicates and anomalies.",
+        parents=[_common_flags(top_level=True)],
     )
     parser.add_argument("--version", action="version", version=f"embedlab {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="more detail on stderr")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
-    parser.add_argument("--log-paths", action="store_true", help=_LOG_PATHS_HELP)
-    parser.add_argument("--metrics-out", metavar="FILE", default=None, help=_METRICS_HELP)
-    # The same switches after the command name (`embed ... -q`); SUPPRESS keeps the
-    # top-level value when they are not repeated there.
-    common = _Parser(add_help=False)
-    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="more detail on stderr")
-    common.add_argument(
-        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="only warnings and errors on stderr"
-    )
-    common.add_argument("--log-paths", action="store_true", default=argparse.SUPPRESS, help=_LOG_PATHS_HELP)
-    common.add_argument("--metrics-out", metavar="FILE", default=argparse.SUPPRESS, help=_METRICS_HELP)
+    common = _common_flags(top_level=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    add_command = functools.partial(sub.add_parser, parents=[common])
 
-    embed = add_command("embed", help="embed every image under a folder into an index")
+    def add_command(name: str, help_text: str, *groups: _Parser) -> argparse.ArgumentParser:
+        parents = [common, *groups]
+        return sub.add_parser(name, help=help_text, parents=parents)
+
+    embed = add_command("embed", "embed every image under a folder into an index")
     embed.add_argument("--images-dir", required=True, help="folder scanned recursively for images Pillow can read")
     embed.add_argument("--out", required=True, help="index folder; the store is OUT/embedlab.db (created if missing)")
     embed.add_argument(
@@ -216,30 +312,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _ray_flags(embed)
 
-    search = add_command("search", help="top-k most similar indexed images for each query image")
-    search.add_argument("--index", required=True, help="index folder written by embed")
-    search.add_argument("--query-dir", required=True, help="folder of query images (scanned recursively)")
-    search.add_argument("--k", type=_positive, default=5, help="results per query (default 5)")
-    search.add_argument("--json", action="store_true", help="JSON Lines: one object per query on stdout")
-    search.add_argument(
-        "--threshold", type=_unit, default=None, help="only results scoring at or above this cosine similarity"
-    )
-    search.add_argument(
-        "--diverse",
-        type=_fraction,
-        nargs="?",
-        const=0.5,
-        default=None,
-        metavar="LAMBDA",
-        help="re-rank by maximal marginal relevance so the top k are not copies of one image; "
-        "LAMBDA weighs similarity to the query against novelty (default 0.5; 1 = plain ranking); "
-        "combine with --threshold to keep unrelated images out",
-    )
-    search.add_argument(
-        "--copies-first",
-        action="store_true",
-        help="verify the 20 best results against each query's pixels and keypoints and put verified copies "
-        "first, each with its 'copy' probability (scores are then no longer in descending order)",
+    search = add_command(
+        "search",
+        "top-k most similar indexed images for each query image",
+        _index_flags(),
+        _search_flags(query_dir_required=True),
+        _output_flags("JSON Lines: one object per query on stdout"),
+        _engine_flags(),
     )
     search.add_argument(
         "--explain",
@@ -247,41 +326,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="add per result its cosine distance and its rank in an exact full scan, and per query the "
         "backbone and engine",
     )
-    _engine_flags(search)
 
-    analyze = add_command("analyze", help="near-duplicate groups and the most isolated images")
-    analyze.add_argument("--index", required=True, help="index folder written by embed")
-    analyze.add_argument(
-        "--dup-threshold",
-        type=_unit,
-        default=0.92,
-        help="cosine similarity at or above which images group (default 0.92)",
-    )
-    analyze.add_argument("--anomaly-top", type=_non_negative, default=8, help="how many anomalies to list (default 8)")
-    analyze.add_argument(
-        "--k",
-        type=_positive,
-        default=10,
-        help="neighbours used to score isolation (default 10: larger than a typical duplicate group, "
-        "so an image's own copies cannot hide how isolated it is)",
-    )
-    analyze.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    analyze.add_argument(
-        "--memory-mb",
-        type=_positive,
-        default=1024,
-        help="working memory for similarity blocks, in MB (default 1024); never an N x N matrix",
-    )
-    analyze.add_argument(
-        "--ann",
-        choices=ANN_CHOICES,
-        default="auto",
-        help="approximate k-NN graph (k-means cells, exact scores) instead of exact all-pairs: "
-        "auto (default) above 20,000 unique vectors, always, or never",
+    add_command(
+        "analyze",
+        "near-duplicate groups and the most isolated images",
+        _index_flags(),
+        _analyze_flags("--k"),
+        _output_flags(),
     )
 
-    evaluate = add_command("evaluate", help="retrieval quality of an index whose images sit in one subfolder per class")
-    evaluate.add_argument("--index", required=True, help="index of a folder laid out as CLASS/image files")
+    evaluate = add_command(
+        "evaluate",
+        "retrieval quality of an index whose images sit in one subfolder per class",
+        _index_flags("index of a folder laid out as CLASS/image files"),
+        _output_flags(),
+    )
     evaluate.add_argument(
         "--k", type=_cutoffs, default=[1, 5, 10], help="comma-separated cut-offs for P@k and recall@k (default 1,5,10)"
     )
@@ -292,12 +351,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip results whose path gives the same first regex group as the query's "
         "(e.g. '/(patient\\d+)_' keeps one patient's other images out of its results)",
     )
-    evaluate.add_argument("--json", action="store_true", help="one JSON object on stdout")
 
     calibrate = add_command(
-        "calibrate", help="suggest a --dup-threshold by planting known near-duplicates of indexed images"
+        "calibrate",
+        "suggest a --dup-threshold by planting known near-duplicates of indexed images",
+        _index_flags("index folder written by embed (its image files must exist)"),
+        _output_flags(),
     )
-    calibrate.add_argument("--index", required=True, help="index folder written by embed (its image files must exist)")
     calibrate.add_argument("--sample", type=_positive, default=40, help="indexed images to transform (default 40)")
     calibrate.add_argument(
         "--seed", type=_seed, default=0, help=f"seed for choosing the sample, 0 to {SEED_MAX} (default 0)"
@@ -306,18 +366,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--dup-threshold", type=_unit, default=0.92, help="report recall per edit at this threshold (default 0.92)"
     )
     calibrate.add_argument("--plot", default=None, help="also write the PR curve to this PNG (needs matplotlib)")
-    calibrate.add_argument("--json", action="store_true", help="one JSON object on stdout")
 
-    report = add_command("report", help="one self-contained HTML page: duplicates, anomalies, search, failures")
-    report.add_argument("--index", required=True, help="index folder written by embed")
-    report.add_argument("--out", required=True, help="HTML file to write, e.g. ./index/report.html")
-    report.add_argument("--query-dir", default=None, help="also show the top-k results of these query images")
-    report.add_argument("--k", type=_positive, default=5, help="results per query (default 5)")
-    report.add_argument("--dup-threshold", type=_unit, default=0.92, help="as for analyze (default 0.92)")
-    report.add_argument("--anomaly-top", type=_non_negative, default=8, help="anomalies to show (default 8)")
-    report.add_argument(
-        "--anomaly-k", type=_positive, default=10, help="neighbours used to score isolation (analyze --k, default 10)"
+    report = add_command(
+        "report",
+        "one self-contained HTML page: duplicates, anomalies, search, failures",
+        _index_flags(),
+        _search_flags(query_dir_required=False),
+        _analyze_flags("--anomaly-k"),
+        _output_flags("print what the page holds as JSON on stdout"),
     )
+    report.add_argument("--out", required=True, help="HTML file to write, e.g. ./index/report.html")
     report.add_argument(
         "--max-groups",
         type=_positive,
@@ -325,21 +383,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="duplicate groups drawn; the rest are only counted (default 200)",
     )
     report.add_argument("--workers", type=_positive, default=2, help="threads making thumbnails (default 2)")
-    report.add_argument("--json", action="store_true", help="print what the page holds as JSON on stdout")
 
     forget = add_command(
-        "forget", help="drop indexed folders (renamed, moved, added by mistake) and the vectors only they used"
+        "forget",
+        "drop indexed folders (renamed, moved, added by mistake) and the vectors only they used",
+        _index_flags(),
+        _output_flags("print what was dropped as JSON on stdout"),
     )
-    forget.add_argument("--index", required=True, help="index folder written by embed")
     forget.add_argument(
         "folders", nargs="*", metavar="FOLDER", help="a folder as `info` lists it (it need not exist any more)"
     )
     forget.add_argument("--missing", action="store_true", help="also every indexed folder that no longer exists")
-    forget.add_argument("--json", action="store_true", help="print what was dropped as JSON on stdout")
 
-    info = add_command("info", help="what an index holds: counts, backbone, runs, failures, size on disk")
-    info.add_argument("--index", required=True, help="index folder written by embed")
-    info.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    add_command(
+        "info",
+        "what an index holds: counts, backbone, runs, failures, size on disk",
+        _index_flags(),
+        _output_flags(),
+    )
     return parser
 
 
@@ -387,9 +448,6 @@ def _executor(args: argparse.Namespace) -> Any:
     )
 
 
-_METRICS_HELP = "also write this run's metrics (counts, timings, rates, peak memory) to FILE as JSON"
-
-
 def _non_negative(text: str) -> int:
     value = _whole(text)
     if value < 0:
@@ -397,318 +455,88 @@ def _non_negative(text: str) -> int:
     return value
 
 
-def _engine_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--exact", action="store_true", help="exact NumPy scan instead of sqlite-vec KNN")
-    parser.add_argument(
-        "--ann",
-        choices=ANN_CHOICES,
-        default="auto",
-        help="HNSW candidates + exact re-score (needs usearch): auto (default) from 20,000 vectors, always, "
-        "or never (sqlite-vec's exact scan)",
-    )
-    parser.add_argument(
-        "--backbone", choices=BACKBONES, default=None, help="must match the index (default: the index's)"
-    )
-    parser.add_argument("--weights", default=None, help="weights file; must match the index's weights hash")
-    parser.add_argument("--batch-size", type=_positive, default=32, help="queries per forward pass (default 32)")
+# -- commands: parse, call the API once, print the result ---------------------------
 
 
-def _open_index(index: str, exact: bool) -> Store:
-    store = Store(index, use_vec=not exact)
-    if not store.meta().get("signature"):
-        store.close()
-        where = display_root(index)
-        raise CliError(
-            f"index {where} holds no embeddings yet: run `embedlab embed --images-dir IMAGES --out {where}` first"
-        )
-    if not store.vec_loaded and not exact:
-        log.warning("sqlite-vec could not load (%s); using exact NumPy search", store.vec_reason)
-    if store.vec_loaded and store.read_only and not store.vec_index_current():
-        store.vec_loaded, store.vec_reason = False, "the read-only index's sqlite-vec table is out of date"
-        log.warning("%s; using exact NumPy search", store.vec_reason)
-    elif store.vec_loaded and not store.read_only:
-        store.ensure_vec_index(int(store.meta()["dim"]))
-    return store
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings(
+        max_pixels=getattr(args, "max_pixels", DEFAULT_MAX_PIXELS),
+        log_paths=args.log_paths,
+        decode_memory_mb=getattr(args, "decode_memory_mb", DEFAULT_DECODE_BUDGET_MB),
+    )
+
+
+def _open(args: argparse.Namespace) -> Index:
+    """The index named by --index; each method checks that it exists when it opens the store."""
+    from .api import Index
+
+    return Index(args.index, settings=_settings(args))
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    from .indexer import embed_folder
+    from . import api
 
-    set_max_pixels(args.max_pixels)
-    set_decode_budget(args.decode_memory_mb)
     executor = _executor(args)
-    report = embed_folder(
+    idx = api.embed(
         args.images_dir,
         args.out,
-        backbone_name=args.backbone,
+        backbone=args.backbone,
         weights=args.weights,
         recipe=args.recipe,
         batch_size=args.batch_size,
         seed=args.seed,
         workers=args.workers,
         rehash=args.rehash,
+        ann=args.ann,
+        ann_dtype=args.ann_dtype,
         executor=executor,
+        settings=_settings(args),
     )
-    _sync_sidecar(args.out, args.ann, args.ann_dtype)
-    _log_embed_summary(args.out, report)
-    args.metrics.update(
-        run_id=report.run_id,
-        counts={k: getattr(report, k) for k in ("images", "new", "reused", "unchanged", "removed", "failed")},
-        embedded_vectors=report.embedded_vectors,
-        images_per_second=round(report.images_per_second, 2),
-        timings={k: round(v, 3) for k, v in report.timings.items()},
-    )
-    _store_metrics(args.out, report.run_id, args.metrics)
+    assert idx.last_embed is not None
+    args.metrics = idx.last_embed.metrics
     if args.json:
-        summary = {k: v for k, v in vars(report).items() if k not in ("timings", "run_id")}
-        summary["timings"] = {k: round(v, 3) for k, v in report.timings.items()}
-        summary["index"] = str(Path(args.out) / "embedlab.db")
-        print(json.dumps(summary, sort_keys=True))
+        print(idx.last_embed.to_json())
     return EXIT_OK
-
-
-def _log_embed_summary(out: str, report: Any) -> None:
-    """What the run did, in words: vectors computed, reused, unchanged, removed, failed."""
-    done = [
-        f"{report.embedded_vectors} embedded" if report.embedded_vectors else "",
-        f"{report.reused} reused from copies already indexed" if report.reused else "",
-        f"{report.unchanged} unchanged" if report.unchanged else "",
-        f"{report.removed} removed" if report.removed else "",
-        f"{report.failed} unreadable" if report.failed else "",
-    ]
-    copies = report.new - report.embedded_vectors  # new files whose bytes another new file carried
-    if copies > 0:
-        done.insert(1, f"{copies} {'copy' if copies == 1 else 'copies'} of those")
-    log.info("%d images: %s", report.images, ", ".join(d for d in done if d) or "nothing to do")
-    if report.embedded_vectors:
-        log.info(
-            "backbone %s (recipe %s), dim %d: %d vectors in %.2fs (%.1f images/s), total %.2fs",
-            report.backbone,
-            report.recipe,
-            report.dim,
-            report.embedded_vectors,
-            report.timings.get("embed", 0.0),
-            report.images_per_second,
-            report.seconds,
-        )
-    else:
-        log.info("%s (%.2fs)", "nothing new to embed" if report.new == 0 else "no vectors computed", report.seconds)
-    if report.failed:
-        log.info("`embedlab info --index %s` lists the files that could not be read, with the reason", out)
-
-
-def _sync_sidecar(index: str, mode: str, dtype: str | None) -> None:
-    """Bring the HNSW search sidecar level with the store after an embed."""
-    from . import ann
-
-    if mode == "never" or not Path(index, "embedlab.db").is_file():
-        return
-    with Store(index) as store:
-        large = store.vector_count() >= ann.ANN_MIN_VECTORS or ann.sidecar_path(store).is_file()
-        if mode == "always" or (large and ann.available()):
-            started = time.perf_counter()
-            size = len(ann.open_synced(store, dtype))
-            log.info("search sidecar in sync: %d vectors, %.2fs", size, time.perf_counter() - started)
-        elif large:
-            ann.hint_install(store)
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from .indexer import query_vectors, resolve_spec
-    from .ranking import Ranker
-    from .search import Searcher
+    def show(result: SearchResult) -> None:
+        if args.json:
+            print(result.to_json(), flush=True)
+            return
+        print(_shown(result.query))
+        if result.error is not None:
+            print(f"  error: {_shown(result.error)}")
+        for rank, hit in enumerate(result.hits, 1):
+            print(f"  {rank:>3}  {hit.score:.4f}  {_shown(hit.path)}")
 
-    started = time.perf_counter()
-    with _open_index(args.index, args.exact) as store:
-        queries = scan_images(args.query_dir)
-        if not queries:
-            raise CliError(
-                f"no images found in {display_root(args.query_dir)}: --query-dir needs image files "
-                "(PNG, JPEG, TIFF, DICOM, ...), searched recursively"
-            )
-        backbone = resolve_spec(store, args.backbone, args.weights)
-        t0 = time.perf_counter()
-        # Queries the index already holds (same bytes) reuse their stored vector: no model load.
-        evidence: dict[int, Evidence] = {}
-        wanted = evidence if args.copies_first else None  # evidence only when copies are verified
-        vectors, model = query_vectors(store, backbone, [q.abspath for q in queries], args.batch_size, wanted)
-        embed_seconds = time.perf_counter() - t0
-        failed, latencies = 0, []
-        with store.snapshot():  # one committed state, even while an embed is writing
-            ranker = Ranker(store, Searcher(store, exact=args.exact, ann=args.ann))
-            for n, (query, vec) in enumerate(zip(queries, vectors, strict=True)):
-                record: dict[str, Any] = {"query": query.path}
-                if isinstance(vec, str):
-                    log.warning("%s: query skipped, %s", path_token(query.path), vec)
-                    record.update(results=[], error=vec)
-                    failed += 1
-                else:
-                    t0 = time.perf_counter()
-                    copies_of = evidence.get(n) if args.copies_first else None
-                    record["results"] = _ranked_results(ranker, vec, args, copies_of)
-                    latencies.append(time.perf_counter() - t0)
-                    if args.explain:
-                        record.update(backbone=backbone.signature, engine=ranker.searcher.engine)
-                _print_search(record, args.json)
-        log.info(
-            "%d queries, k=%d, engine %s, backbone %s (dim %d, %s), %.2fs",
-            len(queries),
-            args.k,
-            ranker.searcher.engine,
-            backbone.name,
-            backbone.dim,
-            "model loaded" if model is not None else "stored vectors, no model",
-            time.perf_counter() - started,
-        )
-        args.metrics.update(
-            counts={"queries": len(queries), "failed": failed, "k": args.k},
-            engine=ranker.searcher.engine,
-            diverse=args.diverse,
-            threshold=args.threshold,
-            query_embed_seconds=round(embed_seconds, 3),
-            search_ms_mean=round(1000 * sum(latencies) / len(latencies), 3) if latencies else None,
-            search_ms_max=round(1000 * max(latencies), 3) if latencies else None,
-        )
-        _record_run(store, "search", started, args.metrics)
-    return EXIT_ERROR if failed == len(queries) else EXIT_OK
-
-
-def _ranked_results(
-    ranker: Any, vec: Any, args: argparse.Namespace, evidence: Evidence | None = None
-) -> list[dict[str, Any]]:
-    """One query's results with the search extras applied: copies first, diverse, threshold, explain."""
-    hits = ranker.top_k(vec, args.k, diverse=args.diverse, threshold=args.threshold, evidence=evidence)
-    results: list[dict[str, Any]] = [
-        {"path": h.path, "score": h.score, **({"copy": h.copy} if h.copy is not None else {})} for h in hits
-    ]
-    if args.explain:
-        ranks = ranker.exact_ranks(vec)
-        for item in results:
-            item.update(distance=round(1.0 - item["score"], 6), exact_rank=ranks.get(item["path"]))
-    return results
-
-
-def _record_run(store: Store, command: str, started: float, metrics: dict[str, Any]) -> None:
-    """Add this command to the runs manifest; a read-only index just goes without.
-
-    ``metrics`` must hold "counts"; the whole dict (with the run id and total time
-    added) is stored in the run's metrics column and is what --metrics-out writes.
-    """
-    meta = store.meta()
-    metrics["seconds"] = round(time.perf_counter() - started, 3)
-    metrics.update(_process_metrics())
-    if store.read_only:
-        return
-    try:
-        run_id = store.start_run(
-            command,
-            backbone=meta.get("signature"),
-            weights_sha256=meta.get("weights_sha256"),
-            dim=int(meta.get("dim", 0)),
-            versions=versions(),
-        )
-        metrics["run_id"] = run_id
-        store.finish_run(run_id, "ok", counts=metrics["counts"], timings={"total": metrics["seconds"]}, metrics=metrics)
-    except Exception as exc:  # sqlite3 and apsw share no base class
-        log.debug("run not recorded: %s", type(exc).__name__)
-
-
-def _process_metrics() -> dict[str, Any]:
-    peak = peak_rss_mib()
-    return {} if peak is None else {"peak_rss_mib": round(peak, 1)}
-
-
-def _store_metrics(index: str, run_id: int, metrics: dict[str, Any]) -> None:
-    """Attach metrics to a run that another module recorded (embed)."""
-    metrics.update(_process_metrics())
-    try:
-        with Store(index) as store:
-            store.set_run_metrics(run_id, metrics)
-    except Exception as exc:  # a read-only index keeps its run without metrics
-        log.debug("metrics not recorded: %s", type(exc).__name__)
-
-
-def _shown(text: str) -> str:
-    """A path or message for plain-text output: control characters from a file name (an escape
-    sequence, a newline) are printed as ``\\xNN``, so they can neither drive the terminal nor forge
-    lines. JSON output escapes them itself."""
-    return "".join(c if c.isprintable() or c == " " else _escape(c) for c in text)
-
-
-def _escape(char: str) -> str:
-    code = ord(char)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
-def _print_search(record: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(record, separators=(",", ":")), flush=True)
-        return
-    print(_shown(record["query"]))
-    if "error" in record:
-        print(f"  error: {_shown(record['error'])}")
-    for rank, hit in enumerate(record["results"], 1):
-        print(f"  {rank:>3}  {hit['score']:.4f}  {_shown(hit['path'])}")
+    results = _open(args).search(
+        args.query_dir,
+        args.k,
+        threshold=args.threshold,
+        diverse=args.diverse,
+        copies_first=args.copies_first,
+        explain=args.explain,
+        exact=args.exact,
+        ann=args.ann,
+        backbone=args.backbone,
+        weights=args.weights,
+        batch_size=args.batch_size,
+        on_result=show,
+    )
+    args.metrics = results.metrics
+    return EXIT_ERROR if results.failed == len(results) else EXIT_OK
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from .analysis import analyze_vectors, evidence_loader, load_for_analysis
-    from .registry import semantic_columns
-
-    started = time.perf_counter()
-    with _open_index(args.index, exact=True) as store:
-        meta = store.meta()
-        # All-pairs work needs every vector in memory; the plain table reads them
-        # far faster than a full vec0 scan (bench/speed.py), bit for bit the same.
-        with store.snapshot():  # one committed state, even while an embed is writing
-            # Streamed, float16 when float32 would not fit; the backbone's own features only.
-            shas, matrix = load_for_analysis(store, semantic_columns(meta))
-            by_sha, quality, errors = store.ok_paths_by_sha(), store.quality(), store.errors()
-        with Progress(len(shas), "analyzing", unit="vec") as bar:
-            result = analyze_vectors(
-                matrix,
-                [by_sha[s] for s in shas],
-                threshold=args.dup_threshold,
-                anomaly_top=args.anomaly_top,
-                k=args.k,
-                quality=quality,
-                evidence=evidence_loader(store, shas),
-                on_rows=bar.update,
-                memory_mb=args.memory_mb,
-                approximate={"auto": None, "always": True, "never": False}[args.ann],
-            )
-        result["unreadable"] = [{"path": p, "error": e} for p, e in errors]
-        result.update(
-            backbone=meta.get("backbone"),
-            dim=int(meta["dim"]),
-            images=sum(len(p) for p in by_sha.values()),
-            unique_vectors=len(shas),
-            dup_threshold=args.dup_threshold,
-            k=args.k,
-        )
-        counts = {"images": result["images"], "groups": len(result["duplicate_groups"]), "k": args.k}
-        args.metrics.update(
-            counts={**counts, "dup_threshold": args.dup_threshold},
-            anomalies=len(result["anomalies"]),
-            unreadable=len(result["unreadable"]),
-            unique_vectors=len(shas),
-        )
-        _record_run(store, "analyze", started, args.metrics)
-    log.info(
-        "%d duplicate groups, %d anomalies, %d unreadable, %.2fs",
-        len(result["duplicate_groups"]),
-        len(result["anomalies"]),
-        len(result["unreadable"]),
-        time.perf_counter() - started,
+    analysis = _open(args).analyze(
+        args.dup_threshold, args.anomaly_top, k=args.anomaly_k, memory_mb=args.memory_mb, ann=args.ann
     )
+    args.metrics = analysis.metrics
     if args.json:
-        print(json.dumps(result, separators=(",", ":")))
-    else:
-        _print_analysis(result)
-    return EXIT_OK
-
-
-def _print_analysis(result: dict[str, Any]) -> None:
+        print(analysis.to_json())
+        return EXIT_OK
+    result = analysis.to_dict()
     print(f"duplicate groups ({len(result['duplicate_groups'])}):")
     for group in result["duplicate_groups"]:
         print("  " + "  ".join(_shown(p) for p in group))
@@ -719,64 +547,29 @@ def _print_analysis(result: dict[str, Any]) -> None:
         print(f"unreadable ({len(result['unreadable'])}):")
         for item in result["unreadable"]:
             print(f"  {_shown(item['path'])}: {_shown(item['error'])}")
+    return EXIT_OK
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluation import class_of, retrieval_metrics, same_group
-
-    ks = args.k
-    with _open_index(args.index, exact=True) as store:
-        shas, matrix = store.load_vectors(through_vec=False)
-        by_sha, roots = store.ok_paths_by_sha(), store.roots()
-    rows = [(path, i) for i, sha in enumerate(shas) for path in by_sha[sha]]
-    labels = [class_of(path, roots[path]) for path, _ in rows]
-    if len(set(labels) - {""}) < 2:
-        raise CliError("evaluate needs images in at least two class subfolders under the indexed folder")
-    names = [path for path, _ in rows]
-    exclude = None
-    if args.exclude_same:
-        try:
-            same = same_group(args.exclude_same)
-        except re.error as exc:
-            raise CliError(f"--exclude-same is not a valid regex: {exc}") from None
-        exclude = lambda i, j: same(names[i], names[j])  # noqa: E731
-    metrics = retrieval_metrics(matrix[[i for _, i in rows]], labels, ks=ks, exclude=exclude)
-    result = {"images": len(rows), "classes": len(set(labels)), **{k: round(v, 4) for k, v in metrics.items()}}
-    args.metrics.update(result)
+    evaluation = _open(args).evaluate(args.k, exclude_same=args.exclude_same)
+    args.metrics = evaluation.metrics
     if args.json:
-        print(json.dumps(result, separators=(",", ":")))
+        print(evaluation.to_json())
     else:
-        for key, value in result.items():
+        for key, value in evaluation.to_dict().items():
             print(f"{key:>12}  {value}")
     return EXIT_OK
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from .analysis import evidence_loader
-    from .calibration import calibrate, save_plot
-    from .indexer import resolve_backbone
-
-    with _open_index(args.index, exact=True) as store:
-        backbone = resolve_backbone(store, None, None)
-        shas, matrix = store.load_vectors(through_vec=False)
-        by_sha = store.ok_paths_by_sha()
-        if len(shas) < 2:
-            raise CliError("calibrate needs an index of at least two images")
-        loader = evidence_loader(store, shas)
-        result = calibrate(
-            backbone, shas, matrix, [by_sha[s] for s in shas], loader, sample=args.sample, seed=args.seed
-        )
-    if result.sampled == 0:
-        raise CliError("none of the sampled images could be read from disk; run calibrate where they live")
-    report = result.as_dict(args.dup_threshold)
-    args.metrics.update(
-        sampled_images=report["sampled_images"], suggested_dup_threshold=report["suggested_dup_threshold"]
-    )
-    if args.plot and not save_plot(result, Path(args.plot)):
+    calibration = _open(args).calibrate(args.sample, seed=args.seed, dup_threshold=args.dup_threshold)
+    args.metrics = calibration.metrics
+    if args.plot and not calibration.save_plot(args.plot):
         log.warning("matplotlib is not installed; no plot written")
     if args.json:
-        print(json.dumps(report, separators=(",", ":")))
+        print(calibration.to_json())
         return EXIT_OK
+    report = calibration.to_dict()
     print(f"sampled {report['sampled_images']} images x {len(report['per_variant'])} transforms")
     print("threshold  precision  recall   f1")
     for row in report["pr_table"]:
@@ -789,93 +582,33 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import ReportOptions, build_report, write_report
-
-    started = time.perf_counter()
-    out = Path(args.out)
-    if out.is_dir():
-        raise CliError(f"--out {args.out} is a folder: name the HTML file, e.g. {out / 'report.html'}")
-    if args.query_dir is not None and not scan_images(args.query_dir):
-        raise CliError(f"no images found in {display_root(args.query_dir)}: drop --query-dir or point it at images")
-    options = ReportOptions(
+    result = _open(args).report(
+        args.out,
+        queries=args.query_dir,
+        k=args.k,
+        threshold=args.threshold,
+        diverse=args.diverse,
+        copies_first=args.copies_first,
         dup_threshold=args.dup_threshold,
         anomaly_top=args.anomaly_top,
         anomaly_k=args.anomaly_k,
+        memory_mb=args.memory_mb,
+        ann=args.ann,
         max_groups=args.max_groups,
-        query_dir=args.query_dir,
-        k=args.k,
         workers=args.workers,
     )
-    with _open_index(args.index, exact=args.query_dir is None) as store:
-        text, stats = build_report(store, options)
-        try:
-            write_report(text, out)
-        except OSError as exc:
-            raise CliError(f"cannot write {args.out}: {exc.strerror}; choose another --out") from None
-        summary = {k: v for k, v in vars(stats).items() if k != "timings"}
-        args.metrics.update(
-            counts={"groups": stats.groups, "anomalies": stats.anomalies, "queries": stats.queries},
-            **summary,
-            timings={k: round(v, 3) for k, v in stats.timings.items()},
-        )
-        _record_run(store, "report", started, args.metrics)
-    log.info(
-        "wrote %s: %d duplicate groups, %d anomalies, %d queries, %d unreadable, %d thumbnails (%.1f MB), %.2fs",
-        out.name,
-        stats.groups,
-        stats.anomalies,
-        stats.queries,
-        stats.unreadable,
-        stats.thumbnails,
-        stats.bytes / 1e6,
-        time.perf_counter() - started,
-    )
-    if stats.thumbnails_missing:
-        log.warning(
-            "%d pictures could not be read for thumbnails (moved or unreadable files)", stats.thumbnails_missing
-        )
+    args.metrics = result.metrics
     if args.json:
-        print(json.dumps({"out": str(out), **summary}, sort_keys=True))
-    return EXIT_OK
-
-
-def cmd_forget(args: argparse.Namespace) -> int:
-    from .folders import forget_folders
-
-    if not args.folders and not args.missing:
-        raise CliError("name the FOLDER(s) to forget (`embedlab info --index INDEX` lists them) or pass --missing")
-    report = forget_folders(args.index, args.folders, args.missing)
-    _sync_sidecar(args.index, "auto", None)
-    log.info(
-        "forgot %d folder(s): %d row(s) and %d vector(s) removed", len(report.folders), report.images, report.vectors
-    )
-    result = {"folders": report.folders, "removed": report.images, "vectors_removed": report.vectors}
-    args.metrics.update(run_id=report.run_id, counts=result)
-    if args.json:
-        print(json.dumps(result, sort_keys=True))
+        print(result.to_json())
     return EXIT_OK
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    with _open_index(args.index, exact=True) as store:
-        meta = store.meta()
-        info: dict[str, Any] = {
-            "index": str(store.path),
-            "backbone": meta.get("backbone"),
-            "recipe": meta.get("recipe"),
-            "dim": int(meta["dim"]),
-            "weights_file": meta.get("weights_file"),
-            "weights_sha256": meta.get("weights_sha256"),
-            **store.summary(),
-            "roots": _folder_list(store),
-            "failures": [{"path": p, "error": e} for p, e in store.errors()],
-            "last_runs": [
-                {k: run.get(k) for k in ("id", "command", "started_at", "status", "counts", "timings", "metrics")}
-                for run in store.runs(limit=5)
-            ],
-        }
+    found = _open(args).info()
+    args.metrics = found.metrics
+    info = found.to_dict()
     if args.json:
-        print(json.dumps(info, sort_keys=True, separators=(",", ":")))
+        print(found.to_json())
         return EXIT_OK
     print(f"index            {info['index']} ({info['database_bytes'] / 1e6:.1f} MB, schema v{info['schema_version']})")
     print(f"backbone         {info['backbone']} (recipe {info['recipe']}, dim {info['dim']})")
@@ -897,13 +630,29 @@ def cmd_info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _folder_list(store: Store) -> list[dict[str, Any]]:
-    """Each indexed folder: its root, real path (None before schema v9), rows and whether it still exists."""
-    counts = store.folder_counts()
-    return [
-        {"root": root, "real_path": real, "images": counts.get(root, 0), "exists": os.path.isdir(real or root)}
-        for root, real in store.folders().items()
-    ]
+def cmd_forget(args: argparse.Namespace) -> int:
+    from . import api
+
+    if not args.folders and not args.missing:
+        raise CliError("name the FOLDER(s) to forget (`embedlab info --index INDEX` lists them) or pass --missing")
+    result = api.forget(args.index, args.folders, missing=args.missing, settings=_settings(args))
+    run_id = result.pop("run_id")
+    args.metrics = {"command": "forget", "run_id": run_id, "counts": result}
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    return EXIT_OK
+
+
+def _shown(text: str) -> str:
+    """A path or message for plain-text output: control characters from a file name (an escape
+    sequence, a newline) are printed as ``\\xNN``, so they can neither drive the terminal nor forge
+    lines. JSON output escapes them itself."""
+    return "".join(c if c.isprintable() or c == " " else _escape(c) for c in text)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 COMMANDS = {
@@ -949,7 +698,6 @@ def _write_metrics(target: str, metrics: dict[str, Any]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO)
-    set_log_paths(args.log_paths)
     args.metrics = {"command": args.command}
     # SIGTERM (kill, a container stopping) stops a command the way Ctrl-C does: the batch in
     # flight rolls back, the run is recorded 'interrupted', one line says so (exit 143).
@@ -958,12 +706,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.metrics_out:
             _check_metrics_out(args.metrics_out)
-        status = COMMANDS[args.command](args)
+        with applied(_settings(args)):  # Pillow's and pydicom's process-wide settings, for this command only
+            status = COMMANDS[args.command](args)
         if args.metrics_out:
             _write_metrics(args.metrics_out, args.metrics)
         return status
-    except (CliError, ClusterError, ImageError, StoreError, BackboneError) as exc:
-        print(f"embedlab: error: {exc}", file=sys.stderr)
+    except EmbedlabError as exc:
+        print(f"embedlab: error: {exc.render(CLI_HINTS, CLI_SUBJECTS)}", file=sys.stderr)
         return EXIT_ERROR
     except Terminated:
         print("embedlab: terminated (SIGTERM); committed batches are kept", file=sys.stderr)

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .errors import EmbedlabError
 from .evidence import Evidence
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ ACTOR_START_S = 600  # every worker must have loaded its model by then, or the c
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
-class ClusterError(Exception):
+class ClusterError(EmbedlabError):
     """Ray is missing, unreachable or too small, or a worker failed; the message is one line."""
 
 
@@ -187,11 +188,10 @@ class EmbedWorker:
         import ray
 
         from .backbones import load_backbone, set_determinism
-        from .images import set_log_paths, set_max_pixels
+        from .settings import Settings, install
 
         set_determinism(spec.seed)
-        set_max_pixels(spec.max_pixels)
-        set_log_paths(spec.log_paths)
+        install(Settings(max_pixels=spec.max_pixels, log_paths=spec.log_paths))
         weights = spec.weights if os.path.isfile(spec.weights) else None
         backbone = load_backbone(spec.backbone, weights, spec.recipe)
         if backbone.weights_sha256 != spec.weights_sha256 or backbone.signature != spec.signature:

@@ -14,9 +14,7 @@ a patient's name) are silenced, so nothing identifying reaches a log.
 from __future__ import annotations
 
 import importlib.util
-import logging
 import os
-import warnings
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -28,10 +26,8 @@ DICOM_EXTENSIONS = frozenset({".dcm", ".dicom"})
 _PREAMBLE = 128  # bytes before the "DICM" magic in a Part 10 file
 PREAMBLE_BYTES = _PREAMBLE + 4  # what has_preamble looks at
 
-# pydicom logs and warns with element values in the text; keep all of it out of stderr.
-logging.getLogger("pydicom").addHandler(logging.NullHandler())
-logging.getLogger("pydicom").propagate = False
-warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
+# pydicom logs and warns with element values in the text: embedlab.settings keeps all of it
+# out of stderr around each command or API call (never at import: the host's logging is its own).
 
 
 @dataclass(frozen=True)

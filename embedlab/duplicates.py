@@ -41,7 +41,7 @@ SAME_PIXELS_NCC = 0.985  # thumbnails this close under no move: the same pixels,
 
 # Fitted by bench/dupbench.py --fit on the tuning half; see docs/SCORES.md.
 MODEL = Model(
-    pixel=Logistic(weights=(1.5779, -0.4819, 0.6459), bias=-2.4678),
+    pixel=Logistic(weights=(1.2634, 0.4552), bias=-2.3259),
     geometry=Logistic(weights=(1.8957, 13.7146, 1.0967, 3.6317, -6.7484, -0.3154), bias=-6.7583),
 )
 # For a pair where one side has no evidence (an index embedded before evidence existed).
@@ -147,16 +147,16 @@ class Verifier:
             ca = np.stack([self._coarse[i] for i, _, _, _ in pairs])
             cb = np.stack([self._coarse[j] for _, j, _, _ in pairs])
             aspect = np.array([[self.evidence[i].aspect, self.evidence[j].aspect] for i, j, _, _ in pairs])  # type: ignore[union-attr]
-            grey, ranks, move = pixel_agreement_batch(na, nb, aspect[:, 0], aspect[:, 1], ca, cb)
+            grey, ranks, move, detail = pixel_agreement_batch(na, nb, aspect[:, 0], aspect[:, 1], ca, cb)
             # Two flat pictures have no structure to correlate: they are the same pixels when their
             # tone and shape agree (blank exports of one slide), else nothing alike.
             for k, (i, j, _, _) in enumerate(pairs):
                 if self._normalised(i)[1] and self._normalised(j)[1]:
                     same = _same_flat(self.evidence[i], self.evidence[j])  # type: ignore[arg-type]
-                    grey[k] = ranks[k] = 1.0 if same else -1.0
+                    grey[k] = ranks[k] = detail[k] = 1.0 if same else -1.0
             fits = []
-            for n, (i, j, cosine, rank), g, r, m in zip(block, pairs, grey, ranks, move, strict=True):
-                job = (n, i, j, cosine, float(g), float(r), DIHEDRAL[int(m)][0], rank < GEOMETRY_RANK)
+            for n, (i, j, cosine, rank), g, r, m, d in zip(block, pairs, grey, ranks, move, detail, strict=True):
+                job = (n, i, j, cosine, float(g), float(r), DIHEDRAL[int(m)][0], rank < GEOMETRY_RANK, float(d))
                 if needs_geometry(job[4], job[5], cosine, job[7]):
                     fits.append(job)
                 else:  # no keypoint fit: nothing to wait for
@@ -166,12 +166,12 @@ class Verifier:
                     measured[job[0]] = result
         return [measured.get(n) for n in range(len(candidates))]
 
-    def _finish(self, job: tuple[int, int, int, float, float, float, str, bool]) -> PairEvidence:
-        _, i, j, cosine, grey, ranks, how, geometry = job
+    def _finish(self, job: tuple[int, int, int, float, float, float, str, bool, float]) -> PairEvidence:
+        _, i, j, cosine, grey, ranks, how, geometry, detail = job
         a, b = self.evidence[i], self.evidence[j]
         assert a is not None and b is not None
         (na, fa), (nb, fb) = self._normalised(i), self._normalised(j)
-        return finish(a, b, cosine, na, nb, fa and fb, grey, ranks, how, geometry)
+        return finish(a, b, cosine, na, nb, fa and fb, grey, ranks, how, geometry, detail)
 
 
 def _same_flat(a: Evidence, b: Evidence) -> bool:

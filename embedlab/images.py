@@ -15,32 +15,26 @@ import math
 import os
 import re
 import threading
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageCms, ImageFile, ImageOps
+from PIL import Image, ImageCms, ImageOps
 
 from . import dicom
+from .errors import EmbedlabError
 
 log = logging.getLogger("embedlab")
 
-# Refuse truncated files instead of silently padding them with grey.
-ImageFile.LOAD_TRUNCATED_IMAGES = False
 # Most pixels one decoded image may have (200 MP: a large panorama; about 600 MB
 # as RGB). Above it a file gets a per-file error instead of exhausting memory;
 # `embed --max-pixels` changes it. JPEGs are checked after draft-mode reduction.
 DEFAULT_MAX_PIXELS = 200_000_000
 _max_pixels = DEFAULT_MAX_PIXELS
-# Pillow's own bomb check stays on as a backstop far above ours (JPEG headers
-# may be large before draft reduction); its warning becomes an error.
-Image.MAX_IMAGE_PIXELS = 64 * DEFAULT_MAX_PIXELS
-warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
-# Decoder chatter ("Corrupt EXIF data", ...) is noise on stderr, never a reason to stop.
-warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+# Pillow's truncation, bomb and warning settings are process-wide: embedlab.settings
+# applies them around each command or API call, never at import.
 
 # A JPEG whose shorter side is at least twice this is decoded at 1/2, 1/4 or
 # 1/8 scale in the DCT (draft mode): the backbone sees 256 px, so 512 px keep
@@ -68,7 +62,7 @@ _HASH_CHUNK = 1 << 20
 _log_paths = False
 
 
-class ImageError(Exception):
+class ImageError(EmbedlabError):
     """A file that cannot be turned into pixels; the message is one line."""
 
 
@@ -106,6 +100,11 @@ _budget = _DecodeBudget(DEFAULT_DECODE_BUDGET_MB << 20)
 def set_decode_budget(megabytes: int) -> None:
     """Change the memory all decode threads may hold at once (``embed --decode-memory-mb``)."""
     _budget.total = max(1, int(megabytes)) << 20
+
+
+def decode_budget_mb() -> int:
+    """The decode memory budget now in force, in MB."""
+    return _budget.total >> 20
 
 
 def decode_need(mode: str, width: int, height: int) -> tuple[int, int]:

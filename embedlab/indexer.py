@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image
 
 from .descriptor import DEFAULT_RECIPE
+from .errors import Hint
 from .evidence import Evidence
 from .evidence import compute as compute_evidence
 from .folders import choose_root, real_folder, warn_about_folders
@@ -105,19 +106,20 @@ def check_compatible(store: Store, spec: BackboneSpec) -> None:
     if "signature" not in meta:
         return
     if meta["signature"] != spec.signature:
-        # Name the flag that differs: the backbone, else the recipe (the signature's middle part).
+        # Name what differs: the backbone, else the recipe (the signature's middle part).
         if meta.get("backbone") and meta["backbone"] != spec.name:
-            advice = f"--backbone {meta['backbone']}"
+            hint = Hint("other_backbone", {"backbone": meta["backbone"]})
         else:
-            advice = f"--recipe {meta.get('recipe') or meta['signature'].split('/')[1]}"
+            hint = Hint("other_recipe", {"recipe": meta.get("recipe") or meta["signature"].split("/")[1]})
         raise IndexMismatch(
-            f"index was built with {meta['signature']} but this run uses {spec.signature}; "
-            f"use {advice} (or leave it out) or a new --out folder"
+            f"index was built with {meta['signature']} but this run uses {spec.signature}",
+            hint=hint,
         )
     if meta["weights_sha256"] != spec.weights_sha256:
         raise IndexMismatch(
             f"index was built with weights {meta['weights_sha256'][:12]} but {spec.weights_path.name} "
-            f"is {spec.weights_sha256[:12]}; pass the original --weights or use a new --out folder"
+            f"is {spec.weights_sha256[:12]}",
+            hint=Hint("other_weights"),
         )
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .descriptor import DEFAULT_RECIPE, RECIPES, Recipe
+from .errors import EmbedlabError
 from .images import sha256_file
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
@@ -24,7 +25,7 @@ EMBEDDING_VERSION = "1"
 WEIGHTS_DIR = Path("assets/weights")
 
 
-class BackboneError(Exception):
+class BackboneError(EmbedlabError):
     """A backbone that cannot be built as asked; the message is one line."""
 
 

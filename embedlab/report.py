@@ -19,17 +19,18 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
-from .analysis import analyze_vectors, evidence_loader, load_for_analysis
 from .images import ImageError, decode, fs_path
 from .progress import Progress
-from .registry import semantic_columns
 from .search import SCORE_DECIMALS, cosine_scores
 from .store import ImageRow, Store
+
+if TYPE_CHECKING:
+    from .results import Analysis, SearchResults
 
 log = logging.getLogger("embedlab")
 
@@ -253,60 +254,31 @@ def _manifest(store: Store) -> list[tuple[str, str]]:
     return rows
 
 
-def _search(store: Store, query_dir: str, k: int, batch_size: int) -> list[dict[str, Any]]:
-    """Top-k per query through the same Searcher as `search` (a model loads only for new queries)."""
-    from .images import scan_images
-    from .indexer import query_vectors, resolve_spec
-    from .search import Searcher
-
-    queries = scan_images(query_dir)
-    spec = resolve_spec(store, None, None)
-    searcher = Searcher(store)
-    vectors, _ = query_vectors(store, spec, [q.abspath for q in queries], batch_size)
-    records: list[dict[str, Any]] = []
-    for query, vec in zip(queries, vectors, strict=True):
-        if isinstance(vec, str):
-            records.append({"query": query.path, "results": [], "error": vec})
-        else:
-            hits = searcher.top_k(vec, k)
-            records.append({"query": query.path, "results": [{"path": h.path, "score": h.score} for h in hits]})
-    return records
-
-
-def build_report(store: Store, options: ReportOptions, *, title: str = "embedlab report") -> tuple[str, ReportStats]:
-    """The whole page as one string, and what it holds."""
+def build_report(
+    store: Store,
+    analysis: Analysis,
+    searches: SearchResults,
+    options: ReportOptions,
+    *,
+    title: str = "embedlab report",
+) -> tuple[str, ReportStats]:
+    """The whole page as one string, and what it holds: a rendering of the Analysis that `analyze`
+    returns and the results that `search` returns. Call inside the snapshot the analysis read."""
     stats = ReportStats()
-    t0 = time.perf_counter()
-    with store.snapshot():  # one committed state, as analyze reads it
-        shas, matrix = load_for_analysis(store, semantic_columns(store.meta()))
-        by_sha = store.ok_paths_by_sha()
-    paths = [by_sha[s] for s in shas]
-    with Progress(len(shas), "analyzing", unit="vec") as bar:
-        result = analyze_vectors(
-            matrix,
-            paths,
-            threshold=options.dup_threshold,
-            anomaly_top=options.anomaly_top,
-            k=options.anomaly_k,
-            quality=store.quality(),
-            evidence=evidence_loader(store, shas),
-            on_rows=bar.update,
-        )
+    result = analysis.data
+    matrix = analysis.matrix if analysis.matrix is not None else np.zeros((0, 0), dtype=np.float32)
+    paths = analysis.rows
     row_of = {p: i for i, item in enumerate(paths) for p in item}
     rows = store.image_rows()
     unreadable = store.errors()
-    stats.timings["analyze"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    searches = _search(store, options.query_dir, options.k, options.batch_size) if options.query_dir else []
-    stats.timings["search"] = time.perf_counter() - t0
+    records = searches.to_dicts()
 
     groups = result["duplicate_groups"]
     shown_groups = groups[: options.max_groups]
     wanted: list[str] = [p for g in shown_groups for p in g[:GROUP_MEMBERS_SHOWN]]
     for item in result["anomaly_details"]:
         wanted += [item["path"], *(n["path"] for n in item["neighbours"][:NEIGHBOURS_SHOWN])]
-    for rec in searches:
+    for rec in records:
         wanted += [rec["query"], *(r["path"] for r in rec["results"])]
     t0 = time.perf_counter()
     thumbs = Thumbnails(options.workers)
@@ -323,13 +295,13 @@ def build_report(store: Store, options: ReportOptions, *, title: str = "embedlab
         f"{options.dup_threshold:g} \u00b7 anomalies top {options.anomaly_top} (k = {options.anomaly_k})</p>",
         f'<nav><a href="#duplicates">duplicate groups ({len(groups)})</a>'
         f'<a href="#anomalies">anomalies ({len(result["anomaly_details"])})</a>'
-        f'<a href="#search">search ({len(searches)})</a>'
+        f'<a href="#search">search ({len(records)})</a>'
         f'<a href="#unreadable">unreadable ({len(unreadable)})</a>',
         '<a href="#manifest">manifest</a></nav></header><main>',
     )
     _duplicates_section(page, result, shown_groups, len(groups), matrix, row_of, options.dup_threshold)
     _anomalies_section(page, result["anomaly_details"], rows)
-    _search_section(page, searches, options)
+    _search_section(page, records, options)
     _unreadable_section(page, unreadable)
     page.add('<section id="manifest"><h2>Run manifest</h2><article><table>')
     for key, value in _manifest(store):
@@ -338,7 +310,7 @@ def build_report(store: Store, options: ReportOptions, *, title: str = "embedlab
 
     text = page.html()
     stats.groups, stats.groups_shown = len(groups), len(shown_groups)
-    stats.anomalies, stats.queries, stats.unreadable = len(result["anomaly_details"]), len(searches), len(unreadable)
+    stats.anomalies, stats.queries, stats.unreadable = len(result["anomaly_details"]), len(records), len(unreadable)
     stats.thumbnails, stats.thumbnails_missing = page.shown, page.missing
     stats.bytes = len(text.encode("utf-8"))
     return text, stats

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import EmbedlabError, Hint
 from .evidence import EVIDENCE_VERSION, Evidence
 
 log = logging.getLogger("embedlab")
@@ -45,7 +46,7 @@ VEC_TABLE = "vec_index"
 KNN_MAX = 4096  # sqlite-vec's ceiling for k
 
 
-class StoreError(Exception):
+class StoreError(EmbedlabError):
     """A problem with the index file; the message is one line."""
 
 
@@ -157,13 +158,14 @@ class Store:
         self.path = self.dir / DB_NAME
         if create:
             if self.dir.exists() and not self.dir.is_dir():
-                raise StoreError(f"--out {self.dir} is a file, not a folder")
+                raise StoreError(f"{self.dir} is a file, not a folder", subject="out")
             try:
                 self.dir.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StoreError(f"cannot create index folder {self.dir}: {exc.strerror}") from None
         elif not self.path.is_file():
-            raise StoreError(f"no index at {self.dir}: run `embedlab embed --images-dir IMAGES --out {self.dir}` first")
+            hint = Hint("no_index", {"index": str(self.dir)}, sep=": ")
+            raise StoreError(f"no index at {self.dir}", hint=hint)
         # Read commands work on an index nobody may write (read-only media, a shared folder):
         # opened read-only, they never migrate and never record their run.
         self.read_only = not create and not _writable(self.dir, self.path)
@@ -209,7 +211,7 @@ class Store:
             return exc
         text = " ".join(str(exc).split()) or type(exc).__name__
         if "malformed" in text or "not a database" in text or type(exc).__name__ in ("CorruptError", "NotADBError"):
-            return StoreError(f"index {self.path} is damaged ({text}); embed into a new --out folder")
+            return StoreError(f"index {self.path} is damaged ({text})", hint=Hint("damaged"))
         if "disk is full" in text or "vector chunk" in text or type(exc).__name__ == "FullError":
             # SQLITE_FULL, or sqlite-vec failing to add a chunk for the same reason: the batch rolls back.
             return StoreError(
@@ -217,7 +219,7 @@ class Store:
                 "(committed batches are kept)"
             )
         if "readonly" in text.replace("-", "").replace(" ", "").lower() or type(exc).__name__ == "ReadOnlyError":
-            return StoreError(f"index {self.path} is read-only ({text}); embed into a writable --out folder")
+            return StoreError(f"index {self.path} is read-only ({text})")
         if "locked" in text or "busy" in text.lower():
             return StoreError(f"index {self.path} stayed busy (another process is writing): {text}")
         return StoreError(f"index {self.path}: {type(exc).__name__}: {text}")

@@ -41,6 +41,7 @@ GEOMETRY_COSINE = 0.0  # no cosine gate: one at 0.55 lost rotated textures of th
 COARSE_SIDE = 16  # thumbnails are compared at this size first
 COARSE_FLOOR = 0.6  # and at full size only where they agree this well at 16 px
 FLAT_STD = 2.0  # grey levels: a thumbnail this flat has no structure to compare
+DETAIL_SIGMA = (1.0, 3.0)  # thumbnail pixels: the band of fine detail compared apart from the outline
 
 # The eight flips and quarter turns of a square thumbnail, and what they mean for the picture.
 DIHEDRAL: tuple[tuple[str, int, bool], ...] = (
@@ -69,6 +70,7 @@ class PairEvidence:
     flat: bool  # both thumbnails have no structure (blank images)
     pixel_rank: float = -1.0  # NCC of their ranks under the same move (blind to tone curves)
     side: int = 0  # the smaller picture's shorter side, in pixels
+    detail: float = -1.0  # NCC of their fine detail under the same move (blind to a shared outline)
 
     @property
     def fitted(self) -> bool:
@@ -78,11 +80,16 @@ class PairEvidence:
     def pixel_features(self) -> np.ndarray:
         """Inputs of the pixel channel: how well the thumbnails agree, and how small the pictures are.
 
+        The agreement is the weaker of the whole picture's (grey levels or ranks,
+        whichever is better) and its fine detail's: look-alikes (two shirts of one
+        class, neighbouring scan slices) agree on their outline and not on their
+        detail, noisy copies the other way round, and one picture agrees on both.
         Not the cosine: a noisy or heavily compressed copy of a small picture can sit
         at 0.6 cosine from its source while its pixels still agree (bench/dupbench.py).
         """
         small = math.log2(max(8, min(self.side, 1024)) / 1024.0)  # 0 for a large picture, -7 for an 8 px one
-        return np.array([_logit_ncc(self.pixel), _logit_ncc(self.pixel_rank), small], dtype=np.float64)
+        agreement = min(max(self.pixel, self.pixel_rank), self.detail)
+        return np.array([_logit_ncc(agreement), small], dtype=np.float64)
 
     def geometry_features(self) -> np.ndarray:
         """Inputs of the geometry channel: the keypoint fit and what it overlays."""
@@ -105,19 +112,27 @@ def _logit_ncc(value: float) -> float:
 
 
 def normalised_thumb(thumb: np.ndarray) -> tuple[np.ndarray, bool]:
-    """The thumbnail twice, zero-mean and unit-norm float32: as ranks, and as grey levels; and whether it is flat.
+    """The thumbnail as ranks, grey levels and fine detail (zero-mean, unit-norm float32), and whether it is flat.
 
     Ranks make the comparison blind to monotone tone changes (gamma, brightness,
     contrast); grey levels keep it steady where noise breaks the ties of a flat
-    background, which scrambles ranks (small pictures on black, scans). A flat
-    thumbnail is left at zero so it matches nothing by structure.
+    background, which scrambles ranks (small pictures on black, scans). Fine
+    detail (a difference of Gaussians, DETAIL_SIGMA) leaves out the silhouette
+    that look-alikes share: two shirts of one catalogue agree on their outline,
+    not on their folds and print. A flat thumbnail is left at zero so it matches
+    nothing by structure.
     """
+    import cv2
+
     grey = thumb.astype(np.float64)
     if grey.std() < FLAT_STD:
-        return np.zeros((2, *grey.shape), dtype=np.float32), True
+        return np.zeros((3, *grey.shape), dtype=np.float32), True
     ranks = mean_ranks(grey.ravel()).reshape(grey.shape)
-    out = np.stack([ranks - ranks.mean(), grey - grey.mean()])
-    out /= np.linalg.norm(out.reshape(2, -1), axis=1)[:, None, None]
+    fine, broad = (cv2.GaussianBlur(grey, (0, 0), s, borderType=cv2.BORDER_REFLECT) for s in DETAIL_SIGMA)
+    out = np.stack([ranks - ranks.mean(), grey - grey.mean(), fine - broad])
+    out[2] -= out[2].mean()
+    norms = np.linalg.norm(out.reshape(3, -1), axis=1)
+    out /= np.where(norms > 1e-9, norms, 1.0)[:, None, None]
     return out.astype(np.float32), False
 
 
@@ -135,8 +150,8 @@ def _move(thumb: np.ndarray, quarter_turns: int, mirrored: bool) -> np.ndarray:
 
 
 def coarse(thumb: np.ndarray) -> np.ndarray:
-    """One normalised thumbnail (2, S, S) at COARSE_SIDE, for pixel_agreement_batch's first pass."""
-    return _coarse(thumb[None])[0]
+    """A normalised thumbnail's ranks and grey levels (2, S, S) at COARSE_SIDE, for the first pass."""
+    return _coarse(thumb[None, :2])[0]
 
 
 def _coarse(thumbs: np.ndarray) -> np.ndarray:
@@ -156,54 +171,54 @@ def pixel_agreement_batch(
     aspect_b: np.ndarray,
     coarse_a: np.ndarray | None = None,
     coarse_b: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Grey-level and rank NCC of pairs of normalised thumbnails (B, 2, S, S) under each pair's best move.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Grey-level, rank and fine-detail NCC of pairs of normalised thumbnails (B, 3, S, S) under each pair's best move.
 
     Compared first at COARSE_SIDE px: a pair that does not reach COARSE_FLOOR there
     keeps those coarse values (far below anything the pixel channel counts, and a
     sixteenth of the work); the others are compared at full size.
     """
-    coarse_a = _coarse(na) if coarse_a is None else coarse_a  # callers with many pairs pass them in, made once
-    coarse_b = _coarse(nb) if coarse_b is None else coarse_b
-    grey, ranks, move = _agreement(coarse_a, coarse_b, aspect_a, aspect_b)
+    coarse_a = _coarse(na[:, :2]) if coarse_a is None else coarse_a  # callers with many pairs pass them in, made once
+    coarse_b = _coarse(nb[:, :2]) if coarse_b is None else coarse_b
+    grey, ranks, move, _ = _agreement(coarse_a, coarse_b, aspect_a, aspect_b)
+    detail = np.full(len(grey), -1.0)  # not compared where the coarse pass already rules a copy out
     close = np.nonzero(np.maximum(grey, ranks) >= COARSE_FLOOR)[0]
     if len(close):
         fine = _agreement(na[close], nb[close], aspect_a[close], aspect_b[close])
-        grey[close], ranks[close], move[close] = fine
-    return grey, ranks, move
+        grey[close], ranks[close], move[close], detail[close] = fine
+    return grey, ranks, move, detail
 
 
 def _agreement(
     na: np.ndarray, nb: np.ndarray, aspect_a: np.ndarray, aspect_b: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For pairs of normalised thumbnails (B, 2, S, S): grey-level and rank NCC under each pair's best move.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For pairs of normalised thumbnails (B, C, S, S): grey-level and rank NCC under each pair's best move.
 
     The best move is the one with the highest of the two correlations among the
     moves that keep the aspect ratio (first one on ties); (-1, -1, move 0) where none does.
+    With a third channel (fine detail), its NCC under that move too (else -1).
     """
-    count = len(na)
+    count, channels = na.shape[:2]
     best = np.full(count, -np.inf)
-    grey, ranks = np.full(count, -1.0), np.full(count, -1.0)
+    grey, ranks, detail = np.full(count, -1.0), np.full(count, -1.0), np.full(count, -1.0)
     move = np.zeros(count, dtype=np.int64)
+    flat_a = np.ascontiguousarray(na).reshape(count, channels, -1)
     for m, (_name, turns, mirrored) in enumerate(DIHEDRAL):
         b_aspect = aspect_b if turns % 2 == 0 else 1.0 / aspect_b
         allowed = np.abs(np.log(aspect_a / b_aspect)) <= ASPECT_TOLERANCE
         if not allowed.any():
             continue
-        moved = _move(nb, turns, mirrored)
-        g = np.einsum("bhw,bhw->b", na[:, 1], moved[:, 1]).astype(np.float64)
-        r = np.einsum("bhw,bhw->b", na[:, 0], moved[:, 0]).astype(np.float64)
+        # One contiguous copy per move: einsum over rot90's strided views is several times slower.
+        moved = np.ascontiguousarray(_move(nb, turns, mirrored)).reshape(count, channels, -1)
+        ncc = np.einsum("bcx,bcx->bc", flat_a, moved).astype(np.float64)
+        r, g = ncc[:, 0], ncc[:, 1]
         key = np.where(allowed, np.maximum(g, r), -np.inf)
         better = key > best + 1e-9
         best = np.where(better, key, best)
         grey, ranks, move = np.where(better, g, grey), np.where(better, r, ranks), np.where(better, m, move)
-    return grey, ranks, move
-
-
-def pixel_agreement(a: Evidence, b: Evidence, na: np.ndarray, nb: np.ndarray) -> tuple[float, float, str]:
-    """NCC of the normalised thumbnails, grey levels and ranks, under the best move that keeps the aspect ratio."""
-    grey, ranks, move = pixel_agreement_batch(na[None], nb[None], np.array([a.aspect]), np.array([b.aspect]))
-    return float(grey[0]), float(ranks[0]), DIHEDRAL[int(move[0])][0]
+        if channels > 2:
+            detail = np.where(better, ncc[:, 2], detail)
+    return grey, ranks, move, detail
 
 
 def _frame_scale(e: Evidence) -> np.ndarray:
@@ -309,13 +324,14 @@ def finish(
     ranks: float,
     how: str,
     geometry: bool = True,
+    detail: float = -1.0,
 ) -> PairEvidence:
     """The pair's measurements, given its pixel agreement: the keypoint fit where it can matter."""
     side = min(a.width, a.height, b.width, b.height)
     if not needs_geometry(pixel, ranks, cosine, geometry):
-        return PairEvidence(cosine, pixel, how, 0, 0.0, -1.0, 0.0, flat, ranks, side)
+        return PairEvidence(cosine, pixel, how, 0, 0.0, -1.0, 0.0, flat, ranks, side, detail)
     inliers, frac, warped, overlap = geometric_agreement(a, b, na, nb)
-    return PairEvidence(cosine, pixel, how, inliers, frac, warped, overlap, flat, ranks, side)
+    return PairEvidence(cosine, pixel, how, inliers, frac, warped, overlap, flat, ranks, side, detail)
 
 
 @dataclass(frozen=True)

@@ -5,14 +5,17 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 import skimage
 from PIL import Image
 
-from embedlab.backbones import Backbone, load_backbone
 from embedlab.cli import main
+
+if TYPE_CHECKING:  # the fast tier (tests/fast) must not import torch
+    from embedlab.backbones import Backbone
 
 SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
 PHOTOS = ("astronaut", "camera", "chelsea", "coffee", "coins", "horse", "moon", "brick", "grass", "retina")
@@ -42,6 +45,8 @@ def four_photos(folder: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def backbone() -> Backbone:
+    from embedlab.backbones import load_backbone
+
     return load_backbone("efficientnet_lite0")
 
 

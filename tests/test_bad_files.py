@@ -27,7 +27,7 @@ from embedlab.images import ImageError, decode, fs_path, path_token
 from embedlab.indexer import embed_folder
 
 from .conftest import skimage_image, small
-from .test_formats import _png_header_only
+from .fast.test_formats import _png_header_only
 
 ROOT = Path(__file__).resolve().parent.parent
 PATIENT_NAME, PATIENT_ID = "Doe^Janeway", "PID-31415926"

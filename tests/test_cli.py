@@ -163,7 +163,9 @@ def test_evaluate_reports_retrieval_metrics_per_class(work: Path, capsys: pytest
     # Excluding same-class neighbours by a path pattern leaves nothing relevant to find.
     assert main(["-q", "evaluate", "--index", "./index", "--exclude-same", r"/(\w+)_", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["queries"] == 0
-    assert main(["-q", "evaluate", "--index", "./index", "--k", "x"]) == 1
+    with pytest.raises(SystemExit) as usage:  # a bad --k is a usage error, exit 2 like search --k 0
+        main(["-q", "evaluate", "--index", "./index", "--k", "x"])
+    assert usage.value.code == 2
 
 
 def test_calibrate_suggests_a_threshold_from_planted_variants(

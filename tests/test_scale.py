@@ -16,6 +16,7 @@ from embedlab import analysis, ann, ivf
 from embedlab.analysis import analyze_vectors, load_for_analysis, neighbourhood
 from embedlab.backbones import Backbone
 from embedlab.cli import main
+from embedlab.engines import AnnEngine
 from embedlab.images import decode
 from embedlab.ivf import knn_graph
 from embedlab.search import Searcher
@@ -199,7 +200,8 @@ def test_compressed_sidecar_keeps_exact_scores(built_index: Path, photo_dir: Pat
             assert ann.open_synced(store, dtype).dtype == dtype
             sizes[dtype] = ann.sidecar_path(store).stat().st_size
             fast = Searcher(store, ann="always")
-            assert fast._ann is not None and fast._ann.dtype == dtype  # the dtype asked for is kept
+            assert isinstance(fast._engine, AnnEngine)
+            assert fast._engine.index.dtype == dtype  # the dtype asked is kept
             for k in (1, 5, 12):
                 assert fast.top_k(query, k) == exact.top_k(query, k)
     assert sizes["i8"] < sizes["f16"]

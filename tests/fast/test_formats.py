@@ -12,7 +12,7 @@ from PIL import Image, ImageCms
 
 from embedlab.images import ImageError, decode, scan_images, set_max_pixels
 
-from .conftest import skimage_image, small
+from ..conftest import skimage_image, small
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from embedlab import anomaly
 from embedlab.analysis import analyze_vectors, neighbourhood
 from embedlab.images import quality_metrics
 
-from .conftest import skimage_image, small, unit_rows
+from ..conftest import skimage_image, small, unit_rows
 
 DIM = 64
 

@@ -7,7 +7,7 @@ import numpy as np
 from embedlab.analysis import analyze_vectors, neighbourhood
 from embedlab.duplicates import COSINE_ONLY
 
-from .conftest import unit_rows
+from ..conftest import unit_rows
 
 
 def _pair_at(cos: float, dim: int = 8) -> np.ndarray:

@@ -11,7 +11,7 @@ from embedlab import progress
 from embedlab.ranking import mmr_order
 from embedlab.search import cosine_scores
 
-from .conftest import unit_rows
+from ..conftest import unit_rows
 
 
 def test_mmr_trades_a_second_copy_for_a_new_picture() -> None:

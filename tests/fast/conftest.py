@@ -1,0 +1,21 @@
+"""The fast tier: NumPy, SQLite and CLI-parsing tests that never import torch (under a minute).
+
+Run it alone with `python -m pytest tests/fast`; the full suite includes it. A test
+that imported torch here would make the tier slow without anyone noticing, so the
+session fails if torch was imported by the time the tier ends.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_torch_in_the_fast_tier(request: pytest.FixtureRequest) -> Iterator[None]:
+    already = "torch" in sys.modules  # the full suite imports torch in other folders first
+    yield
+    if not already and "torch" in sys.modules:
+        pytest.fail("a fast-tier test imported torch; move it to the full suite (tests/)")
