@@ -14,6 +14,7 @@ import logging
 import os
 from dataclasses import dataclass
 
+from .errors import Hint
 from .images import display_root, path_token
 from .store import Store, StoreError
 
@@ -104,7 +105,8 @@ def match_folders(store: Store, names: list[str], missing: bool = False) -> list
         candidates = [typed, display_root(os.path.abspath(name))]
         hits = [r for r in candidates if r in folders] or [r for r, known in folders.items() if known == real]
         if not hits:
-            raise StoreError(f"{typed} is not a folder of this index; `embedlab info --index INDEX` lists them")
+            hint = Hint("unknown_folder", {"index": display_root(store.dir)})
+            raise StoreError(f"{typed} is not a folder of this index", hint=hint)
         chosen.append(hits[0])
     if missing:
         for root, known in folders.items():
@@ -126,7 +128,7 @@ def forget_folders(index: str, names: list[str], missing: bool = False) -> Forge
     """Drop whole folders from an index: their rows, and vectors no other row uses. No model, no scan."""
     with Store(index) as store:
         if store.read_only:
-            raise StoreError(f"index {index} is read-only; forget needs write access")
+            raise StoreError(f"index {display_root(index)} is read-only; forget needs write access to it")
         with store.writer_lock():
             roots = match_folders(store, names, missing)
             report = ForgetReport(folders=roots)
