@@ -10,7 +10,7 @@ docs/PYTHON_API.md.
 
 __version__ = "0.1.0"
 
-from .api import Index, embed, open
+from .api import Index, embed, forget, open
 from .errors import EmbedlabError, UsageError
 from .results import (
     Analysis,
@@ -41,5 +41,6 @@ __all__ = [
     "UsageError",
     "__version__",
     "embed",
+    "forget",
     "open",
 ]

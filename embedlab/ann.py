@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,17 @@ EXPANSION_ADD = 64
 EXPANSION_SEARCH = 512  # 1M clustered vectors: recall@5 0.984 (128: 0.944, 256: 0.964)
 _REBUILD_FRACTION = 0.2  # rebuild instead of deleting more than this share of the graph
 _CHUNK = 8192
+
+
+def hint_install(store: Store) -> None:
+    """Suggest usearch for a large index once per index (a note in its meta), as information, so
+    ``-q`` silences it and scripts that run many commands see it once, not on every command."""
+    if store.meta().get("usearch_hint") == "1":
+        return
+    log.info("the index is large; pip install usearch==2.26.6 for the fast search path (said once per index)")
+    if not store.read_only:
+        with suppress(StoreError):
+            store.set_meta(usearch_hint="1")
 
 
 def available() -> bool:

@@ -94,25 +94,7 @@ def embed(
         if ann != "never" and Path(index, "embedlab.db").is_file():
             with Store(index) as store:
                 sync_engines(store, ann, ann_dtype)
-    log.info(
-        "embedded %d images: %d new, %d reused, %d unchanged, %d removed, %d failed",
-        report.images,
-        report.new,
-        report.reused,
-        report.unchanged,
-        report.removed,
-        report.failed,
-    )
-    log.info(
-        "backbone %s (recipe %s), dim %d, %d vectors computed in %.2fs (%.1f images/s), total %.2fs",
-        report.backbone,
-        report.recipe,
-        report.dim,
-        report.embedded_vectors,
-        report.timings.get("embed", 0.0),
-        report.images_per_second,
-        report.seconds,
-    )
+    _log_embed_summary(os.fspath(index), report)
     run_metrics = {"command": "embed", **(metrics or {})}
     run_metrics.update(
         run_id=report.run_id,
@@ -130,6 +112,64 @@ def embed(
     idx = Index(index, settings=active)
     idx.last_embed = EmbedResult(report, Path(index) / "embedlab.db", run_metrics)
     return idx
+
+
+def _log_embed_summary(index: str, report: Any) -> None:
+    """What the run did, in words: vectors computed, copies, unchanged, removed, unreadable."""
+    done = [
+        f"{report.embedded_vectors} embedded" if report.embedded_vectors else "",
+        f"{report.reused} reused from copies already indexed" if report.reused else "",
+        f"{report.unchanged} unchanged" if report.unchanged else "",
+        f"{report.removed} removed" if report.removed else "",
+        f"{report.failed} unreadable" if report.failed else "",
+    ]
+    copies = report.new - report.embedded_vectors  # new files whose bytes another new file carried
+    if copies > 0:
+        done.insert(1, f"{copies} {'copy' if copies == 1 else 'copies'} of those")
+    log.info("%d images: %s", report.images, ", ".join(d for d in done if d) or "nothing to do")
+    if report.embedded_vectors:
+        log.info(
+            "backbone %s (recipe %s), dim %d: %d vectors in %.2fs (%.1f images/s), total %.2fs",
+            report.backbone,
+            report.recipe,
+            report.dim,
+            report.embedded_vectors,
+            report.timings.get("embed", 0.0),
+            report.images_per_second,
+            report.seconds,
+        )
+    else:
+        log.info("%s (%.2fs)", "nothing new to embed" if report.new == 0 else "no vectors computed", report.seconds)
+    if report.failed:
+        log.info("`embedlab info --index %s` lists the files that could not be read, with the reason", index)
+
+
+def forget(
+    index: str | os.PathLike[str],
+    folders: Sequence[str | os.PathLike[str]] = (),
+    *,
+    missing: bool = False,
+    settings: Settings | None = None,
+) -> dict[str, Any]:
+    """Drop whole indexed folders (renamed, moved, added by mistake; they need not exist) and the
+    vectors only they used; ``missing`` adds every indexed folder that no longer exists.
+    Returns the folders dropped and how many rows and vectors went."""
+    from .engines import sync_engines
+    from .folders import forget_folders
+
+    if not folders and not missing:
+        raise UsageError("name the folders to forget (Index.info lists them) or pass missing=True")
+    with applied(settings):
+        report = forget_folders(os.fspath(index), [os.fspath(f) for f in folders], missing)
+        with Store(index) as store:
+            sync_engines(store, "auto", None)
+    log.info("forgot %d folder(s): %d row(s), %d vector(s) removed", len(report.folders), report.images, report.vectors)
+    return {
+        "folders": report.folders,
+        "removed": report.images,
+        "vectors_removed": report.vectors,
+        "run_id": report.run_id,
+    }
 
 
 def open(index: str | os.PathLike[str], *, settings: Settings | None = None) -> Index:
@@ -166,7 +206,11 @@ class Index:
                     )
                 if not store.vec_loaded and not exact and not quiet:
                     log.warning("sqlite-vec could not load (%s); using exact NumPy search", store.vec_reason)
-                if store.vec_loaded:
+                if store.vec_loaded and store.read_only and not store.vec_index_current():
+                    store.vec_loaded, store.vec_reason = False, "the read-only index's sqlite-vec table is out of date"
+                    if not exact and not quiet:
+                        log.warning("%s; using exact NumPy search", store.vec_reason)
+                elif store.vec_loaded and not store.read_only:
                     store.ensure_vec_index(int(store.meta()["dim"]))
                 yield store
             finally:
@@ -426,6 +470,7 @@ class Index:
                 "weights_file": meta.get("weights_file"),
                 "weights_sha256": meta.get("weights_sha256"),
                 **store.summary(),
+                "roots": _folder_list(store),
                 "failures": [{"path": p, "error": e} for p, e in store.errors()],
                 "last_runs": [
                     {k: run.get(k) for k in ("id", "command", "started_at", "status", "counts", "timings", "metrics")}
@@ -605,6 +650,15 @@ def _held(store: Store, snapshot_held: bool) -> Iterator[None]:
             yield
 
 
+def _folder_list(store: Store) -> list[dict[str, Any]]:
+    """Each indexed folder: its root, real path (None before schema v9), rows and whether it still exists."""
+    counts = store.folder_counts()
+    return [
+        {"root": root, "real_path": real, "images": counts.get(root, 0), "exists": os.path.isdir(real or root)}
+        for root, real in store.folders().items()
+    ]
+
+
 def _record_run(store: Store, command: str, started: float, metrics: dict[str, Any]) -> None:
     """Add this call to the runs manifest; a read-only index just goes without.
 
@@ -614,6 +668,8 @@ def _record_run(store: Store, command: str, started: float, metrics: dict[str, A
     meta = store.meta()
     metrics["seconds"] = round(time.perf_counter() - started, 3)
     metrics.update(_process_metrics())
+    if store.read_only:
+        return
     try:
         run_id = store.start_run(
             command,

@@ -18,7 +18,7 @@ from .ann import DTYPES
 from .cluster import LOCAL
 from .descriptor import RECIPES
 from .errors import CLI_HINTS, CLI_SUBJECTS, EmbedlabError, UsageError
-from .images import DEFAULT_MAX_PIXELS
+from .images import DEFAULT_DECODE_BUDGET_MB, DEFAULT_MAX_PIXELS
 from .registry import BACKBONES
 from .search import ANN_CHOICES
 from .settings import Settings, applied
@@ -64,6 +64,14 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
+
+
+def _cutoffs(text: str) -> list[int]:
+    """``evaluate --k 1,5,10``: whole numbers of at least 1, checked at parse time like ``search --k``."""
+    values = [_positive(part.strip()) for part in text.split(",") if part.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError("must be comma-separated whole numbers, e.g. 1,5,10")
+    return sorted(set(values))
 
 
 def _seed(text: str) -> int:
@@ -281,6 +289,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"larger images are recorded as errors instead of filling memory (default {DEFAULT_MAX_PIXELS:,}; "
         "JPEGs count after reduced-size decoding)",
     )
+    embed.add_argument(
+        "--decode-memory-mb",
+        type=_positive,
+        default=DEFAULT_DECODE_BUDGET_MB,
+        help=f"memory all decode threads may hold at once (default {DEFAULT_DECODE_BUDGET_MB}); a picture that "
+        "needs more alone is recorded as an error, large ones are decoded at reduced size",
+    )
     embed.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
     embed.add_argument(
         "--ann",
@@ -328,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
         _output_flags(),
     )
     evaluate.add_argument(
-        "--k", default="1,5,10", help="comma-separated cut-offs for P@k and recall@k (default 1,5,10)"
+        "--k", type=_cutoffs, default=[1, 5, 10], help="comma-separated cut-offs for P@k and recall@k (default 1,5,10)"
     )
     evaluate.add_argument(
         "--exclude-same",
@@ -369,6 +384,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="duplicate groups drawn; the rest are only counted (default 200)",
     )
     report.add_argument("--workers", type=_positive, default=2, help="threads making thumbnails (default 2)")
+
+    forget = add_command(
+        "forget",
+        "drop indexed folders (renamed, moved, added by mistake) and the vectors only they used",
+        _index_flags(),
+        _output_flags("print what was dropped as JSON on stdout"),
+    )
+    forget.add_argument(
+        "folders", nargs="*", metavar="FOLDER", help="a folder as `info` lists it (it need not exist any more)"
+    )
+    forget.add_argument("--missing", action="store_true", help="also every indexed folder that no longer exists")
 
     add_command(
         "info",
@@ -434,7 +460,11 @@ def _non_negative(text: str) -> int:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return Settings(max_pixels=getattr(args, "max_pixels", DEFAULT_MAX_PIXELS), log_paths=args.log_paths)
+    return Settings(
+        max_pixels=getattr(args, "max_pixels", DEFAULT_MAX_PIXELS),
+        log_paths=args.log_paths,
+        decode_memory_mb=getattr(args, "decode_memory_mb", DEFAULT_DECODE_BUDGET_MB),
+    )
 
 
 def _open(args: argparse.Namespace) -> Index:
@@ -475,11 +505,11 @@ def cmd_search(args: argparse.Namespace) -> int:
         if args.json:
             print(result.to_json(), flush=True)
             return
-        print(result.query)
+        print(_shown(result.query))
         if result.error is not None:
-            print(f"  error: {result.error}")
+            print(f"  error: {_shown(result.error)}")
         for rank, hit in enumerate(result.hits, 1):
-            print(f"  {rank:>3}  {hit.score:.4f}  {hit.path}")
+            print(f"  {rank:>3}  {hit.score:.4f}  {_shown(hit.path)}")
 
     results = _open(args).search(
         args.query_dir,
@@ -510,25 +540,19 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     result = analysis.to_dict()
     print(f"duplicate groups ({len(result['duplicate_groups'])}):")
     for group in result["duplicate_groups"]:
-        print("  " + "  ".join(group))
+        print("  " + "  ".join(_shown(p) for p in group))
     print(f"anomalies ({len(result['anomalies'])}), most isolated first:")
     for item in result["anomaly_details"]:
-        print(f"  {item['score']:.4f}  {item['path']}")
+        print(f"  {item['score']:.4f}  {_shown(item['path'])}")
     if result["unreadable"]:
         print(f"unreadable ({len(result['unreadable'])}):")
         for item in result["unreadable"]:
-            print(f"  {item['path']}: {item['error']}")
+            print(f"  {_shown(item['path'])}: {_shown(item['error'])}")
     return EXIT_OK
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    try:
-        ks = sorted({int(x) for x in args.k.split(",")})
-    except ValueError:
-        raise CliError("--k takes comma-separated whole numbers, e.g. 1,5,10") from None
-    if not ks or ks[0] < 1:
-        raise CliError("--k values must be at least 1")
-    evaluation = _open(args).evaluate(ks, exclude_same=args.exclude_same)
+    evaluation = _open(args).evaluate(args.k, exclude_same=args.exclude_same)
     args.metrics = evaluation.metrics
     if args.json:
         print(evaluation.to_json())
@@ -591,9 +615,12 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"backbone         {info['backbone']} (recipe {info['recipe']}, dim {info['dim']})")
     print(f"weights          {info['weights_file']} sha256 {str(info['weights_sha256'])[:12]}")
     print(f"images           {info['images']} in {info['folders']} folder(s), {info['unique_vectors']} unique vectors")
+    for item in info["roots"]:
+        state = "" if item["exists"] else "  (no longer exists: embedlab forget)"
+        print(f"  {_shown(item['root'])}: {item['images']} file(s){state}")
     print(f"failures         {info['failed']}")
     for item in info["failures"][:10]:
-        print(f"  {item['path']}: {item['error']}")
+        print(f"  {_shown(item['path'])}: {_shown(item['error'])}")
     if len(info["failures"]) > 10:
         print(f"  ... {len(info['failures']) - 10} more (--json lists all)")
     print("runs             " + (", ".join(f"{k} x{v}" for k, v in info["runs"].items()) or "none"))
@@ -604,6 +631,31 @@ def cmd_info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_forget(args: argparse.Namespace) -> int:
+    from . import api
+
+    if not args.folders and not args.missing:
+        raise CliError("name the FOLDER(s) to forget (`embedlab info --index INDEX` lists them) or pass --missing")
+    result = api.forget(args.index, args.folders, missing=args.missing, settings=_settings(args))
+    run_id = result.pop("run_id")
+    args.metrics = {"command": "forget", "run_id": run_id, "counts": result}
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    return EXIT_OK
+
+
+def _shown(text: str) -> str:
+    """A path or message for plain-text output: control characters from a file name (an escape
+    sequence, a newline) are printed as ``\\xNN``, so they can neither drive the terminal nor forge
+    lines. JSON output escapes them itself."""
+    return "".join(c if c.isprintable() or c == " " else _escape(c) for c in text)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
 COMMANDS = {
     "embed": cmd_embed,
     "search": cmd_search,
@@ -611,6 +663,7 @@ COMMANDS = {
     "evaluate": cmd_evaluate,
     "calibrate": cmd_calibrate,
     "report": cmd_report,
+    "forget": cmd_forget,
     "info": cmd_info,
 }
 
@@ -622,6 +675,18 @@ def _configure_logging(level: int) -> None:
     log.handlers[:] = [handler]
     log.setLevel(level)
     log.propagate = False
+
+
+def _check_metrics_out(target: str) -> None:
+    """Refuse an unwritable --metrics-out before any work, not after an embed has committed."""
+    path = Path(target)
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise CliError(f"--metrics-out {target} is a folder: name a file, e.g. {path / 'metrics.json'}")
+    if not parent.is_dir():
+        raise CliError(f"cannot write --metrics-out {target}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise CliError(f"cannot write --metrics-out {target}: permission denied")
 
 
 def _write_metrics(target: str, metrics: dict[str, Any]) -> None:
@@ -640,6 +705,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     on_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if on_main_thread else None
     try:
+        if args.metrics_out:
+            _check_metrics_out(args.metrics_out)
         with applied(_settings(args)):  # Pillow's and pydicom's process-wide settings, for this command only
             status = COMMANDS[args.command](args)
         if args.metrics_out:

@@ -163,20 +163,17 @@ class AnnEngine:
         return shas, cosine_scores(self.store.vectors_for(shas), query)
 
 
-_NEEDS_USEARCH = "the index is large; pip install usearch==2.26.6 for the fast search path"
-
-
 def _ann_claims(store: Store, request: EngineRequest) -> bool:
     if request.exact or request.ann == "never":
         return False
-    from .ann import ANN_MIN_VECTORS, available
+    from .ann import ANN_MIN_VECTORS, available, hint_install
 
     if request.ann == "always" or store.vector_count() >= ANN_MIN_VECTORS:
         if available():
             return True
         if request.ann == "always":
             raise StoreError("needs the usearch package", hint=Hint("needs_usearch", sep=": "), subject="ann_always")
-        log.warning(_NEEDS_USEARCH)
+        hint_install(store)
     return False
 
 
@@ -192,7 +189,7 @@ def _ann_sync(store: Store, request: EngineRequest, dtype: str | None) -> None:
         size = len(ann.open_synced(store, dtype))
         log.info("search sidecar in sync: %d vectors, %.2fs", size, time.perf_counter() - started)
     elif large:
-        log.warning(_NEEDS_USEARCH)
+        ann.hint_install(store)
 
 
 register_engine(EngineEntry("ann", _ann_claims, AnnEngine, paths_per_query=True, sync=_ann_sync))

@@ -11,8 +11,12 @@ import errno
 import hashlib
 import io
 import logging
+import math
 import os
 import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +45,23 @@ _max_pixels = DEFAULT_MAX_PIXELS
 DRAFT_MIN_SIDE = 512
 DRAFT_MIN_LONG = 512
 
+# Decoding memory. A small file can hold a huge picture (a 381 KB PNG of 14000x14000 16-bit
+# grey), and every mode conversion of it used to copy it at up to 8 bytes a pixel (6 GB).
+# So a picture whose decoded pixels take more than REDUCE_ABOVE_BYTES is reduced (box filter,
+# in its own mode, a strip at a time where Pillow cannot reduce that mode) to about
+# REDUCE_TO_PIXELS before any conversion, keeping its shorter side at MIN_REDUCED_SIDE or more
+# (the model sees 256 px); the stored width and height stay the file's. What one picture needs
+# (its decoded pixels, then WORK_BYTES_PER_PIXEL for the conversions of the reduced copy) is
+# taken from one budget shared by every decode thread: a picture that needs more than the whole
+# budget is a per-file error, the others wait for their share, so workers x per-image memory
+# stays under it.
+DEFAULT_DECODE_BUDGET_MB = 2048
+REDUCE_ABOVE_BYTES = 64 << 20
+REDUCE_TO_PIXELS = 4_000_000
+MIN_REDUCED_SIDE = 256
+WORK_BYTES_PER_PIXEL = 32
+_NATIVE_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}  # Pillow stores others in 4
+
 _HASH_CHUNK = 1 << 20
 _log_paths = False
 
@@ -54,6 +75,52 @@ def set_max_pixels(limit: int) -> None:
     global _max_pixels
     _max_pixels = max(1, int(limit))
     Image.MAX_IMAGE_PIXELS = 64 * _max_pixels
+
+
+class _DecodeBudget:
+    """Bytes of decoded pixels the decode threads of this process may hold at once."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.used = 0
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def hold(self, need: int) -> Iterator[None]:
+        with self._changed:  # alone, a picture may take the whole budget (need <= total is checked first)
+            self._changed.wait_for(lambda: self.used == 0 or self.used + need <= self.total)
+            self.used += need
+        try:
+            yield
+        finally:
+            with self._changed:
+                self.used -= need
+                self._changed.notify_all()
+
+
+_budget = _DecodeBudget(DEFAULT_DECODE_BUDGET_MB << 20)
+
+
+def set_decode_budget(megabytes: int) -> None:
+    """Change the memory all decode threads may hold at once (``embed --decode-memory-mb``)."""
+    _budget.total = max(1, int(megabytes)) << 20
+
+
+def decode_budget_mb() -> int:
+    """The decode memory budget now in force, in MB."""
+    return _budget.total >> 20
+
+
+def decode_need(mode: str, width: int, height: int) -> tuple[int, int]:
+    """(bytes one picture needs to decode and convert, reduction factor) for a picture of this size and mode."""
+    pixels = width * height
+    native = pixels * _NATIVE_BYTES.get(mode, 4)
+    factor = 1
+    if native > REDUCE_ABOVE_BYTES:
+        wanted = math.ceil(math.sqrt(pixels / REDUCE_TO_PIXELS))
+        factor = max(1, min(wanted, min(width, height) // MIN_REDUCED_SIDE))
+    work = (width // factor) * (height // factor) * WORK_BYTES_PER_PIXEL
+    return native + work, factor
 
 
 def set_log_paths(show: bool) -> None:
@@ -105,7 +172,9 @@ def display_root(folder: str | os.PathLike[str]) -> str:
     return os.path.normpath(os.fspath(folder))
 
 
-def scan_images(folder: str | os.PathLike[str], unlisted: list[str] | None = None) -> list[ImageFileInfo]:
+def scan_images(
+    folder: str | os.PathLike[str], unlisted: list[str] | None = None, named: str | None = None
+) -> list[ImageFileInfo]:
     """List image files below ``folder`` in a stable order, skipping hidden entries.
 
     Symlinked folders are followed once each (a loop is skipped with a warning).
@@ -114,22 +183,27 @@ def scan_images(folder: str | os.PathLike[str], unlisted: list[str] | None = Non
     caller can record why. Extension-less files and UID-style names
     (``1.2.840.…``) are sniffed for the DICOM preamble. Folders that cannot be
     listed (permissions) are logged and, when ``unlisted`` is given, appended
-    to it as display paths: their files are unknown, not gone.
+    to it as display paths: their files are unknown, not gone. ``named`` is the
+    root the paths are written under (default: ``folder`` as typed), for a folder
+    an index already holds under another name.
     """
     root = display_root(folder)
+    shown = root if named is None else named
     if not os.path.isdir(root):
         raise ImageError(f"not a folder: {root}")
     exts = image_extensions()
     found: list[ImageFileInfo] = []
     top = os.stat(root)
     visited = {(top.st_dev, top.st_ino)}
+    hidden = 0  # names starting with '.' (.DS_Store, .git, .thumbnails): skipped, but counted
 
     def walk_error(exc: OSError) -> None:
         log.warning("%s: cannot list folder (%s)", path_token(exc.filename or "?"), exc.strerror)
         if unlisted is not None and exc.filename is not None:
-            unlisted.append(_display_path(root, os.fspath(exc.filename)))
+            unlisted.append(_display_path(root, os.fspath(exc.filename), shown))
 
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=walk_error):
+        hidden += sum(d.startswith(".") for d in dirnames) + sum(f.startswith(".") for f in filenames)
         dirnames[:] = _unvisited(dirpath, sorted(d for d in dirnames if not d.startswith(".")), visited)
         for name in sorted(filenames):
             if name.startswith("."):
@@ -137,11 +211,13 @@ def scan_images(folder: str | os.PathLike[str], unlisted: list[str] | None = Non
             full = os.path.join(dirpath, name)
             if not _wanted(full, name, exts):
                 continue
-            info = _file_info(_display_path(root, full), full)
+            info = _file_info(_display_path(root, full, shown), full)
             if info is not None:
                 found.append(info)
     found.sort(key=lambda f: f.path)
     log.debug("scan found %d image files", len(found))
+    if hidden:
+        log.info("skipped %d hidden file(s) and folder(s) (names starting with '.')", hidden)
     return found
 
 
@@ -154,10 +230,11 @@ def _wanted(full: str, name: str, exts: frozenset[str]) -> bool:
     return (not ext or ext[1:].isdigit()) and dicom.has_preamble(full)
 
 
-def _display_path(root: str, full: str) -> str:
-    """The stored, printed path of ``full``: relative to how the user named ``root``, as path text."""
+def _display_path(root: str, full: str, shown: str | None = None) -> str:
+    """The stored, printed path of ``full``: relative to how the user named ``root`` (or ``shown``), as path text."""
     rel = os.path.relpath(full, root).replace(os.sep, "/")
-    return path_text(rel if root == "." else f"{root.replace(os.sep, '/')}/{rel}")
+    prefix = root if shown is None else shown
+    return path_text(rel if prefix == "." else f"{prefix.replace(os.sep, '/')}/{rel}")
 
 
 # A backslash that the decoder of path_text would read as the start of an escape.
@@ -317,6 +394,60 @@ def viewed_rgb(img: Image.Image) -> Image.Image:
     return to_rgb(ImageOps.exif_transpose(img))
 
 
+_REDUCIBLE = frozenset({"L", "LA", "La", "RGB", "RGBA", "RGBa", "CMYK", "YCbCr", "LAB", "I", "F"})
+_STRIP_ROWS = 256  # rows of a strip converted at a time for modes Pillow cannot reduce (palette, 1-bit, 16-bit)
+
+
+def _reduce(img: Image.Image, factor: int) -> Image.Image:
+    """``img`` shrunk by ``factor`` (box filter), a strip at a time: never a second full-size copy
+    (Pillow's own reduce of RGBA and LA makes a premultiplied one; palette, 1-bit and 16-bit modes
+    cannot be reduced without a full conversion first)."""
+    if img.mode in _REDUCIBLE and "transparency" not in img.info:  # a colour key does not survive averaging
+        target = img.mode
+    elif img.mode.startswith("I;16"):
+        target = "I"  # same levels, 32-bit: to_rgb scales it by its range as it would the 16-bit one
+    elif img.mode == "1":
+        target = "L"
+    else:  # palette (average colours, not palette indices) or a colour key
+        target = "RGBA" if img.mode in ("PA", "LA", "RGBA") or "transparency" in img.info else "RGB"
+    width, height = img.width // factor, img.height // factor
+    out = Image.new(target, (width, height))
+    step = max(1, _STRIP_ROWS // factor) * factor
+    for top in range(0, height * factor, step):
+        bottom = min(top + step, height * factor)
+        strip = img.crop((0, top, width * factor, bottom))
+        out.paste((strip if strip.mode == target else strip.convert(target)).reduce(factor), (0, top // factor))
+    return out
+
+
+_ORIENTATION = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _orientation(img: Image.Image) -> int:
+    try:
+        return int(img.getexif().get(0x0112, 1) or 1)
+    except (TypeError, ValueError):
+        return 1
+
+
+def _swaps_axes(img: Image.Image) -> bool:
+    return _orientation(img) in (5, 6, 7, 8)
+
+
+def _oriented(reduced: Image.Image, original: Image.Image) -> Image.Image:
+    """The reduced copy turned by the original's EXIF orientation (the copy carries no EXIF of its own)."""
+    method = _ORIENTATION.get(_orientation(original))
+    return reduced.transpose(method) if method is not None else reduced
+
+
 def read_file(path: str | os.PathLike[str]) -> tuple[bytes, os.stat_result]:
     """The whole file and its stat, taken from the open file before reading.
 
@@ -380,12 +511,23 @@ def _decode_pillow(path: str | os.PathLike[str], data: bytes, draft_side: int = 
             raise ImageError(
                 f"too large: {width}x{height} pixels is above the limit of {_max_pixels:,} (embed --max-pixels)"
             )
-        img.load()
-        rgb = viewed_rgb(img)
-        rgb.load()
+        need, factor = decode_need(img.mode, img.width, img.height)
+        if need > _budget.total:
+            raise ImageError(
+                f"too large to decode: {width}x{height} {mode} needs about {need >> 20:,} MB, above the "
+                f"decode memory budget of {_budget.total >> 20:,} MB (embed --decode-memory-mb)"
+            )
+        with _budget.hold(need):
+            img.load()
+            if factor > 1:
+                rgb, swapped = to_rgb(_oriented(_reduce(img, factor), img)), _swaps_axes(img)
+            else:
+                rgb = viewed_rgb(img)
+                swapped = rgb.size != img.size
+            rgb.load()
     if rgb.width < 1 or rgb.height < 1:
         raise ImageError("empty image")
-    if rgb.size != img.size:  # EXIF orientation swapped the axes
+    if swapped:  # EXIF orientation swapped the axes
         width, height = height, width
     return Decoded(rgb=rgb, format=fmt, mode=mode, width=width, height=height, frames=frames)
 

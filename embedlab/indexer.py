@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import sqlite3
 import time
 from collections import deque
 from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import closing
+from contextlib import closing, suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -29,11 +31,13 @@ from .descriptor import DEFAULT_RECIPE
 from .errors import Hint
 from .evidence import Evidence
 from .evidence import compute as compute_evidence
+from .folders import choose_root, real_folder, warn_about_folders
 from .images import (
     ImageError,
     ImageFileInfo,
     decode,
     display_root,
+    path_text,
     path_token,
     quality_metrics,
     read_file,
@@ -50,7 +54,7 @@ from .registry import (
     explicit_precision,
     weights_folders,
 )
-from .store import ImageRow, IndexMismatch, Store
+from .store import DB_NAME, LOCK_NAME, ImageRow, IndexMismatch, Store
 
 if TYPE_CHECKING:  # the model code imports torch: only where a model runs
     from .backbones import Backbone, Prepared
@@ -124,9 +128,14 @@ def check_compatible(store: Store, spec: BackboneSpec) -> None:
             hint=Hint("other_precision"),
         )
     if meta["signature"] != spec.signature:
+        # Name what differs: the backbone, else the recipe (the signature's middle part).
+        if meta.get("backbone") and meta["backbone"] != spec.name:
+            hint = Hint("other_backbone", {"backbone": meta["backbone"]})
+        else:
+            hint = Hint("other_recipe", {"recipe": meta.get("recipe") or meta["signature"].split("/")[1]})
         raise IndexMismatch(
             f"index was built with {meta['signature']} but this run uses {spec.signature}",
-            hint=Hint("other_backbone", {"backbone": meta.get("backbone", "?")}),
+            hint=hint,
         )
     if meta["weights_sha256"] != spec.weights_sha256:
         raise IndexMismatch(
@@ -337,41 +346,99 @@ def embed_folder(
             MAX_BATCH,
         )
         batch_size = MAX_BATCH
-    root = display_root(images_dir)
+    typed = display_root(images_dir)
     unlisted: list[str] = []
     files = scan_images(images_dir, unlisted)
     if not files:  # refuse before touching the index: an empty mount must not wipe it
         why = f" ({len(unlisted)} folder(s) could not be listed)" if unlisted else ""
-        raise ImageError(f"no images found in {root}{why}")
+        raise ImageError(f"no images found in {typed}{why}")
+    real = real_folder(images_dir)
     report = EmbedReport(images=len(files), unlisted_folders=len(unlisted))
-    with Store(out, create=True) as store, store.writer_lock():
-        spec = resolve_spec(store, backbone_name, weights, recipe)
-        report.backbone, report.recipe, report.dim = spec.name, spec.recipe.name, spec.dim
-        run_id = store.start_run(
-            "embed",
-            backbone=spec.signature,
-            weights_sha256=spec.weights_sha256,
-            dim=spec.dim,
-            seed=seed,
-            batch_size=batch_size,
-            images_dir=root,
-            versions=versions() | (executor.describe() if executor else {}),
-        )
-        report.run_id = run_id
-        try:
-            _sync(store, spec, root, files, unlisted, report, run_id, batch_size, workers, seed, rehash, executor)
-        except KeyboardInterrupt:  # Ctrl-C or SIGTERM, like a run killed outright
-            store.finish_run(run_id, "interrupted", counts=_counts(report))
-            raise
-        except BaseException:
-            store.finish_run(run_id, "failed", counts=_counts(report))
-            raise
-        report.seconds = time.perf_counter() - started
-        report.timings["total"] = report.seconds
-        store.finish_run(
-            run_id, "ok", counts=_counts(report), timings={k: round(v, 3) for k, v in report.timings.items()}
-        )
+    fresh = not Path(out).exists()  # a folder this run creates is removed again if nothing lands in it
+    try:
+        with Store(out, create=True) as store:
+            spec = resolve_spec(store, backbone_name, weights, recipe)  # before the lock: a mismatch writes nothing
+            report.backbone, report.recipe, report.dim = spec.name, spec.recipe.name, spec.dim
+            with store.writer_lock():
+                root = choose_root(store.folders(), typed, real)
+                if root != typed:  # the folder is known under another name: its rows keep that one
+                    files = [replace(f, path=_reroot(f.path, typed, root)) for f in files]
+                    unlisted[:] = [_reroot(u, typed, root) for u in unlisted]
+                warn_about_folders(store, root, real)
+                with store.transaction():
+                    store.set_folder(root, real)
+                _run(store, spec, root, files, unlisted, report, batch_size, workers, seed, rehash, executor, started)
+    except BaseException:
+        if fresh:
+            _remove_unused_index(Path(out))
+        raise
     return report
+
+
+def _reroot(path: str, typed: str, root: str) -> str:
+    """A scanned display path under ``typed`` rewritten under ``root`` (both display roots)."""
+    old = "" if typed == "." else path_text(typed.replace(os.sep, "/") + "/")
+    new = "" if root == "." else path_text(root.replace(os.sep, "/") + "/")
+    return new + path[len(old) :] if path.startswith(old) else path
+
+
+def _run(
+    store: Store,
+    spec: BackboneSpec,
+    root: str,
+    files: list[ImageFileInfo],
+    unlisted: list[str],
+    report: EmbedReport,
+    batch_size: int,
+    workers: int,
+    seed: int,
+    rehash: bool,
+    executor: Executor | None,
+    started: float,
+) -> None:
+    """One recorded embed run of ``root``: its status says how it ended (ok, failed, interrupted)."""
+    run_id = store.start_run(
+        "embed",
+        backbone=spec.signature,
+        weights_sha256=spec.weights_sha256,
+        dim=spec.dim,
+        seed=seed,
+        batch_size=batch_size,
+        images_dir=root,
+        versions=versions() | (executor.describe() if executor else {}),
+    )
+    report.run_id = run_id
+    try:
+        _sync(store, spec, root, files, unlisted, report, run_id, batch_size, workers, seed, rehash, executor)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM, like a run killed outright
+        store.finish_run(run_id, "interrupted", counts=_counts(report))
+        raise
+    except BaseException:
+        store.finish_run(run_id, "failed", counts=_counts(report))
+        raise
+    report.seconds = report.timings["total"] = time.perf_counter() - started
+    store.finish_run(run_id, "ok", counts=_counts(report), timings={k: round(v, 3) for k, v in report.timings.items()})
+
+
+def _remove_unused_index(folder: Path) -> None:
+    """Undo the index folder of a first run that failed before any model was built (bad weights,
+    an unknown recipe): nothing was embedded, and an empty index would only mislead the next command."""
+    db = folder / DB_NAME
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            signed = bool(conn.execute("SELECT 1 FROM meta WHERE key = 'signature'").fetchall())
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        signed = False  # no meta table: the schema was not even written
+    if signed:
+        return
+    for name in (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", f"{DB_NAME}-journal", LOCK_NAME):
+        with suppress(FileNotFoundError):
+            (folder / name).unlink()
+    with suppress(OSError):  # left alone if anything else is in it
+        folder.rmdir()
 
 
 def _counts(report: EmbedReport) -> dict[str, int]:

@@ -30,10 +30,12 @@ class Settings:
     ``max_pixels``: larger decoded images are per-file errors, not a memory blow-up.
     ``log_paths``: name files by their path in logs instead of a short hash (paths
     may carry patient names, so the hash is the default).
+    ``decode_memory_mb``: what all decode threads may hold at once (images.set_decode_budget).
     """
 
     max_pixels: int = DEFAULT_MAX_PIXELS
     log_paths: bool = False
+    decode_memory_mb: int = images.DEFAULT_DECODE_BUDGET_MB
 
 
 def _filter_warnings() -> None:
@@ -48,6 +50,7 @@ def _apply(settings: Settings) -> None:
     ImageFile.LOAD_TRUNCATED_IMAGES = False  # refuse truncated files instead of padding them with grey
     images.set_max_pixels(settings.max_pixels)  # also moves Pillow's bomb check to 64x the limit
     images.set_log_paths(settings.log_paths)
+    images.set_decode_budget(settings.decode_memory_mb)
 
 
 @contextmanager
@@ -55,6 +58,7 @@ def applied(settings: Settings | None = None) -> Iterator[Settings]:
     """Apply ``settings`` (default: `Settings()`) and the decoding environment until the block ends."""
     settings = settings or Settings()
     saved_pixels, saved_paths = images.decode_settings()
+    saved_budget = images.decode_budget_mb()
     saved_bomb, saved_truncated = Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES
     pydicom_log = logging.getLogger("pydicom")
     saved_propagate, quiet = pydicom_log.propagate, logging.NullHandler()
@@ -70,6 +74,7 @@ def applied(settings: Settings | None = None) -> Iterator[Settings]:
             pydicom_log.propagate = saved_propagate
             images.set_max_pixels(saved_pixels)
             images.set_log_paths(saved_paths)
+            images.set_decode_budget(saved_budget)
             Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = saved_bomb, saved_truncated
 
 

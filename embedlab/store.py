@@ -94,12 +94,14 @@ _IMAGE_COLUMNS = tuple(ImageRow.__dataclass_fields__)
 STATISTICS = ("saturation", "correlation", "edges", "flat", "top_colours", "colours")  # schema v8
 
 
-def _connect(path: Path, want_vec: bool) -> tuple[Any, bool, str]:  # apsw or sqlite3
+def _connect(path: Path, want_vec: bool, read_only: bool = False) -> tuple[Any, bool, str]:  # apsw or sqlite3
     """Open the file with a binding that can load sqlite-vec when possible.
 
     The stdlib ``sqlite3`` on many Pythons cannot load extensions, so apsw is
-    tried first. Returns (connection, vec_loaded, why_not).
+    tried first. ``read_only`` opens without ever writing (an index on read-only
+    media or in a folder the user cannot write). Returns (connection, vec_loaded, why_not).
     """
+    uri = _read_only_uri(path) if read_only else None
     if want_vec and os.environ.get("EMBEDLAB_NO_SQLITE_VEC"):
         want_vec, reason = False, "disabled by EMBEDLAB_NO_SQLITE_VEC"
     elif not want_vec:
@@ -109,7 +111,10 @@ def _connect(path: Path, want_vec: bool) -> tuple[Any, bool, str]:  # apsw or sq
             import apsw
             import sqlite_vec
 
-            vconn = apsw.Connection(str(path))
+            if uri is None:
+                vconn = apsw.Connection(str(path))
+            else:
+                vconn = apsw.Connection(uri, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
             vconn.enable_load_extension(True)
             vconn.load_extension(sqlite_vec.loadable_path())
             vconn.enable_load_extension(False)
@@ -117,8 +122,32 @@ def _connect(path: Path, want_vec: bool) -> tuple[Any, bool, str]:  # apsw or sq
             return vconn, True, ""
         except Exception as exc:  # ImportError, apsw.ExtensionLoadingError, ...
             reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:160]
-    conn = sqlite3.connect(str(path), isolation_level=None, timeout=30)
+    if uri is None:
+        conn = sqlite3.connect(str(path), isolation_level=None, timeout=30)
+    else:
+        conn = sqlite3.connect(uri, isolation_level=None, timeout=30, uri=True)
     return conn, False, reason
+
+
+def _writable(index_dir: Path, db: Path) -> bool:
+    """Whether this process may write the index: the file and its folder (journal, WAL and lock files live there)."""
+    return os.access(db, os.W_OK) and os.access(index_dir, os.W_OK)
+
+
+def _read_only_uri(db: Path) -> str:
+    """A read-only URI for ``db``. A file left in WAL mode (by an older embedlab, or a run that could not
+    switch back) needs a writable ``-shm`` beside it, which read-only media cannot give: such a file is
+    opened ``immutable``, which reads the main file alone (what was committed before the last checkpoint)."""
+    with open(db, "rb") as fh:
+        header = fh.read(20)
+    wal = len(header) == 20 and header[18] == 2
+    shm = db.with_name(db.name + "-shm")
+    flag = "immutable=1" if wal and not shm.exists() else "mode=ro"
+    if wal and db.with_name(db.name + "-wal").is_file() and db.with_name(db.name + "-wal").stat().st_size:
+        log.warning(
+            "the read-only index has a write-ahead log that was never checkpointed: recent batches may be missing"
+        )
+    return f"{Path(os.path.abspath(db)).as_uri()}?{flag}"
 
 
 class Store:
@@ -137,16 +166,27 @@ class Store:
         elif not self.path.is_file():
             hint = Hint("no_index", {"index": str(self.dir)}, sep=": ")
             raise StoreError(f"no index at {self.dir}", hint=hint)
+        # Read commands work on an index nobody may write (read-only media, a shared folder):
+        # opened read-only, they never migrate and never record their run.
+        self.read_only = not create and not _writable(self.dir, self.path)
+        if create and self.path.is_file() and not _writable(self.dir, self.path):
+            raise StoreError(
+                f"index {self.dir} is read-only; embed needs write access to the index folder (read commands do not)"
+            )
         try:
-            self.conn, self.vec_loaded, self.vec_reason = _connect(self.path, use_vec)
+            self.conn, self.vec_loaded, self.vec_reason = _connect(self.path, use_vec, self.read_only)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open index {self.path}: {exc}") from None
+        except Exception as exc:  # apsw's errors share no base class with sqlite3's
+            raise StoreError(f"cannot open index {self.path}: {type(exc).__name__}: {exc}") from None
         try:
             # Nothing is written before we know the file is ours and not from a newer embedlab.
             self._check_is_ours(create)
-            self.execute("PRAGMA journal_mode=WAL")
             self.execute("PRAGMA foreign_keys=ON")
-            self._migrate()
+            if self.read_only:
+                self._check_current()
+            else:
+                self._migrate()
         except BaseException:
             self.conn.close()
             raise
@@ -172,6 +212,14 @@ class Store:
         text = " ".join(str(exc).split()) or type(exc).__name__
         if "malformed" in text or "not a database" in text or type(exc).__name__ in ("CorruptError", "NotADBError"):
             return StoreError(f"index {self.path} is damaged ({text})", hint=Hint("damaged"))
+        if "disk is full" in text or "vector chunk" in text or type(exc).__name__ == "FullError":
+            # SQLITE_FULL, or sqlite-vec failing to add a chunk for the same reason: the batch rolls back.
+            return StoreError(
+                f"the disk holding {self.dir} is full ({text}); free some space and run embed again "
+                "(committed batches are kept)"
+            )
+        if "readonly" in text.replace("-", "").replace(" ", "").lower() or type(exc).__name__ == "ReadOnlyError":
+            return StoreError(f"index {self.path} is read-only ({text})")
         if "locked" in text or "busy" in text.lower():
             return StoreError(f"index {self.path} stayed busy (another process is writing): {text}")
         return StoreError(f"index {self.path}: {type(exc).__name__}: {text}")
@@ -220,7 +268,13 @@ class Store:
             return
         import fcntl
 
-        fd = os.open(self.dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:  # a read-only lock file, folder or medium
+            raise StoreError(
+                f"cannot lock {self.dir / LOCK_NAME} for writing ({exc.strerror}); "
+                "embed needs write access to the index folder (read commands do not)"
+            ) from None
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -231,6 +285,8 @@ class Store:
                 ) from None
             os.ftruncate(fd, 0)
             os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
+            # WAL while writing: readers go on reading while batches commit.
+            self.execute("PRAGMA journal_mode=WAL")
             # Any embed still marked running died without finishing (we hold the lock now).
             self.execute(
                 "UPDATE runs SET status = 'interrupted', finished_at = ? "
@@ -239,7 +295,23 @@ class Store:
             )
             yield
         finally:
+            self.leave_wal()
             os.close(fd)  # closing the descriptor releases the lock
+
+    def leave_wal(self) -> None:
+        """Checkpoint and switch the file back to a rollback journal, so that it opens from read-only
+        media and from the stock sqlite3 shell without a writable ``-shm``, and a copy of the one
+        file is the whole index. Skipped (the file stays valid in WAL mode) while another process
+        has it open: switching needs the file to itself, and nobody should wait for that."""
+        try:
+            self.execute("PRAGMA busy_timeout = 0")
+            self.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self.execute("PRAGMA journal_mode=DELETE")
+        except StoreError as exc:
+            log.debug("index left in WAL mode: %s", exc)
+        finally:
+            with suppress(StoreError):
+                self.execute("PRAGMA busy_timeout = 30000")
 
     def close(self) -> None:
         self.conn.close()
@@ -269,6 +341,15 @@ class Store:
             return
         if current == 0 or not tables >= _OUR_TABLES:
             raise StoreError(f"{self.path} is an SQLite database but not an embedlab index; use another folder")
+
+    def _check_current(self) -> None:
+        """A read-only index cannot be upgraded: it must already have this embedlab's schema."""
+        current, latest = self._user_version(), int(_migration_files()[-1].name[:3])
+        if current < latest:
+            raise StoreError(
+                f"index {self.dir} is read-only and has schema v{current}, but this embedlab needs v{latest}; "
+                "run embed on a writable copy once to upgrade it"
+            )
 
     def _user_version(self) -> int:
         return int(self.execute("PRAGMA user_version")[0][0])
@@ -342,6 +423,30 @@ class Store:
         """``ok_paths_by_sha`` restricted to ``shas``: a few indexed reads instead of every row."""
         sql = "SELECT sha256, path FROM images WHERE status = 'ok' AND sha256 IN ({marks}) ORDER BY sha256, path"
         return _group(self._select_in(sql, shas))  # a hash's paths all fall in its own chunk, sorted
+
+    def folders(self) -> dict[str, str | None]:
+        """Indexed folders: root (their rows' path prefix) -> resolved real path (None: from before schema v9)."""
+        return dict(self.execute("SELECT root, real_path FROM folders ORDER BY root"))
+
+    def folder_counts(self) -> dict[str, int]:
+        """Rows (readable or not) per indexed root."""
+        return dict(self.execute("SELECT root, count(*) FROM images GROUP BY root"))
+
+    def set_folder(self, root: str, real_path: str) -> None:
+        """Record ``root`` as the folder at ``real_path`` (taking that path from any stale entry)."""
+        self.execute("UPDATE folders SET real_path = NULL WHERE real_path = ? AND root != ?", (real_path, root))
+        self.execute(
+            "INSERT INTO folders(root, real_path, embedded_at) VALUES (?, ?, ?) "
+            "ON CONFLICT(root) DO UPDATE SET real_path = excluded.real_path, embedded_at = excluded.embedded_at",
+            (root, real_path, now()),
+        )
+
+    def forget_folder(self, root: str) -> int:
+        """Drop a folder and every row under it (vectors are dropped by delete_orphan_vectors); returns the rows."""
+        (count,) = self.execute("SELECT count(*) FROM images WHERE root = ?", (root,))[0]
+        self.execute("DELETE FROM images WHERE root = ?", (root,))
+        self.execute("DELETE FROM folders WHERE root = ?", (root,))
+        return int(count)
 
     def roots(self) -> dict[str, str]:
         """path -> the --images-dir it was indexed from."""
@@ -446,6 +551,14 @@ class Store:
                 self.set_meta(vec_index_stale="1")
             if self.meta().get("vec_index_stale") == "1" or self._vec_count() != self._embedding_count():
                 self._rebuild_vec_index()
+
+    def vec_index_current(self) -> bool:
+        """Whether the vec0 table exists and holds exactly the stored vectors (what a read-only index can use)."""
+        return (
+            self._vec_table_exists()
+            and self.meta().get("vec_index_stale") != "1"
+            and self._vec_count() == self._embedding_count()
+        )
 
     def _vec_count(self) -> int:
         return int(self.execute(f"SELECT count(*) FROM {VEC_TABLE}")[0][0])

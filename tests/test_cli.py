@@ -44,7 +44,7 @@ def test_grader_commands_end_to_end(layout: Path) -> None:
     assert embed.returncode == 0, embed.stderr
     assert embed.stdout == ""  # stdout is for results only
     assert (
-        "12 images: 12 new" in embed.stderr
+        "12 images: 11 embedded, 1 copy of those" in embed.stderr
         and "efficientnet_lite0 (recipe hybrid)" in embed.stderr
         and "dim 1347" in embed.stderr
     )
@@ -163,7 +163,9 @@ def test_evaluate_reports_retrieval_metrics_per_class(work: Path, capsys: pytest
     # Excluding same-class neighbours by a path pattern leaves nothing relevant to find.
     assert main(["-q", "evaluate", "--index", "./index", "--exclude-same", r"/(\w+)_", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["queries"] == 0
-    assert main(["-q", "evaluate", "--index", "./index", "--k", "x"]) == 1
+    with pytest.raises(SystemExit) as usage:  # a bad --k is a usage error, exit 2 like search --k 0
+        main(["-q", "evaluate", "--index", "./index", "--k", "x"])
+    assert usage.value.code == 2
 
 
 def test_calibrate_suggests_a_threshold_from_planted_variants(

@@ -86,6 +86,7 @@ def _corrupt(index: Path) -> None:
 
 WHOLE = "argument --k: must be a whole number, not '1.5'"
 SEED = "argument --seed: must be a whole number from 0 to 4294967295"
+RECIPE = "this run uses efficientnet_lite0/plain/v1; use --recipe hybrid (or leave it out)"
 # (test id, how to damage a copy of a good index (or None), command line after "-q", message, exit status)
 CASES: list[tuple[str, Callable[[Path], None] | None, list[str], str, int]] = [
     ("embed_missing_images_dir", None, ["embed", "--images-dir", "./nope", "--out", "./index"], "not a folder", 1),
@@ -119,6 +120,23 @@ CASES: list[tuple[str, Callable[[Path], None] | None, list[str], str, int]] = [
         2,
     ),
     ("calibrate_seed_negative", None, ["calibrate", "--index", "./index", "--seed", "-1"], SEED, 2),
+    ("evaluate_k_zero", None, ["evaluate", "--index", "./index", "--k", "0"], "--k: must be at least 1", 2),
+    ("evaluate_k_fraction", None, ["evaluate", "--index", "./index", "--k", "1,2.5"], "not '2.5'", 2),
+    ("embed_other_recipe", None, ["embed", "--images-dir", "./q", "--out", "./index", "--recipe", "plain"], RECIPE, 1),
+    (
+        "embed_metrics_out_missing_folder",
+        None,
+        ["embed", "--images-dir", "./q", "--out", "./index", "--metrics-out", "./nope/m.json"],
+        "cannot write --metrics-out ./nope/m.json: folder nope does not exist",
+        1,
+    ),
+    (
+        "embed_metrics_out_is_a_folder",
+        None,
+        ["embed", "--images-dir", "./q", "--out", "./index", "--metrics-out", "./empty"],
+        "--metrics-out ./empty is a folder",
+        1,
+    ),
 ]
 
 

@@ -178,6 +178,10 @@ def test_a_weights_file_that_does_not_load_leaves_no_signature(work: Path) -> No
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(BackboneError, match="cannot read weights"):
         embed_folder("./imgs", "./index", backbone_name="resnet18", weights=str(bad))
+    assert not (work / "index").exists()  # the run made the folder and embedded nothing: it is gone again
+    (work / "index").mkdir()  # a folder the user made stays, and what the run left has no signature
+    with pytest.raises(BackboneError, match="cannot read weights"):
+        embed_folder("./imgs", "./index", backbone_name="resnet18", weights=str(bad))
     with Store(work / "index") as store:
         assert "signature" not in store.meta()
     report = embed_folder("./imgs", "./index")  # the default backbone can still take the index
