@@ -295,8 +295,13 @@ class Journal:
 
     def __init__(self, path: Path, header: dict[str, Any]):
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = path.open("x", encoding="utf-8")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = path.open("x", encoding="utf-8")
+        except FileExistsError:
+            raise UsageError(f"journal {path_token(os.fspath(path))} exists already; name a new one") from None
+        except OSError as exc:
+            raise UsageError(f"cannot write journal {path_token(os.fspath(path))}: {exc.strerror}") from None
         self.write({"journal": JOURNAL_VERSION, **header})
 
     def write(self, record: dict[str, Any]) -> None:
@@ -563,4 +568,5 @@ def _sha(path: Path) -> str | None:
 
 
 def journal_name() -> str:
-    return f"dedupe-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.jsonl"
+    """A new journal's file name: the time, then random hex so two runs in one second never collide."""
+    return f"dedupe-{time.strftime('%Y%m%dT%H%M%S')}-{os.urandom(4).hex()}.jsonl"
