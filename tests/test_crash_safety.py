@@ -40,6 +40,12 @@ def _make_folder(folder: Path) -> None:
         img.crop(box).resize((96, 96), Image.Resampling.BILINEAR).save(folder / f"{n:03d}.png")
 
 
+def _default_sigint() -> None:
+    # A suite started in the background of a non-interactive shell inherits SIGINT ignored,
+    # and Python keeps an ignored SIGINT ignored: give the child the default, as a terminal would.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_embed(work: Path, out: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, str(ROOT / "embedlab.py"), "embed", "--images-dir", "./imgs", "--out", out, "--batch-size=1"],
@@ -47,6 +53,7 @@ def _start_embed(work: Path, out: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_default_sigint,
     )
 
 
