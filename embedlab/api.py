@@ -522,7 +522,7 @@ class Index:
         if action not in dd.ACTIONS:
             raise UsageError(f"must be one of {', '.join(dd.ACTIONS)}", subject="action")
         if action == "move" and dest is None:
-            raise UsageError("move needs a destination folder", subject="dest")
+            raise UsageError("is needed by move: name a folder for the moved files", subject="dest")
         folders = [os.fspath(p) for p in protect]
         with self._store(exact=True) as store:
             with store.snapshot():

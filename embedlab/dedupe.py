@@ -103,7 +103,7 @@ def parse_rules(text: str | Sequence[str]) -> tuple[str, ...]:
     rules = tuple(r for r in items if r)
     for rule in rules:
         if rule not in RULES:
-            raise UsageError(f"unknown keep rule {rule!r}; choose from {', '.join(RULES)}", subject="keep")
+            raise UsageError(f"names an unknown rule {rule!r}; choose from {', '.join(RULES)}", subject="keep")
     if not rules:
         raise UsageError("needs at least one rule", subject="keep")
     return rules

@@ -71,7 +71,7 @@ def test_rules_apply_in_order_and_format_priority_takes_a_list() -> None:
 
 
 def test_unknown_rules_are_one_line_errors() -> None:
-    with pytest.raises(UsageError, match="unknown keep rule 'biggest'"):
+    with pytest.raises(UsageError, match="unknown rule 'biggest'"):
         parse_rules("largest-file,biggest")
     assert parse_rules("oldest, shortest-path") == ("oldest", "shortest-path")
 
