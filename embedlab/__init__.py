@@ -10,37 +10,48 @@ docs/PYTHON_API.md.
 
 __version__ = "0.1.0"
 
-from .api import Index, embed, forget, open
+from .api import Index, embed, forget, open, undo
 from .errors import EmbedlabError, UsageError
 from .results import (
     Analysis,
     CalibrationReport,
+    DedupeResult,
     EmbedResult,
     Evaluation,
+    ExportResult,
     IndexInfo,
+    LeaksResult,
+    MarksResult,
     ReportResult,
     SearchHit,
     SearchResult,
     SearchResults,
+    UndoResult,
 )
 from .settings import Settings
 
 __all__ = [
     "Analysis",
     "CalibrationReport",
+    "DedupeResult",
     "EmbedResult",
     "EmbedlabError",
     "Evaluation",
+    "ExportResult",
     "Index",
     "IndexInfo",
+    "LeaksResult",
+    "MarksResult",
     "ReportResult",
     "SearchHit",
     "SearchResult",
     "SearchResults",
     "Settings",
+    "UndoResult",
     "UsageError",
     "__version__",
     "embed",
     "forget",
     "open",
+    "undo",
 ]

@@ -209,6 +209,8 @@ def analyze_vectors(
     on_rows: Callable[[int], None] | None = None,
     memory_mb: int = DEFAULT_MEMORY_MB,
     approximate: bool | str | None = None,
+    blocked: set[tuple[int, int]] | None = None,
+    links_out: list[Link] | None = None,
 ) -> dict[str, Any]:
     """The `analyze` answer for unit vectors ``matrix`` whose rows hold ``paths``.
 
@@ -220,13 +222,19 @@ def analyze_vectors(
     that is rare in the collection (``quality``: path -> stored metrics).
     ``approximate`` picks the k-NN graph of embedlab.ivf (None: above
     EXACT_MAX_ITEMS items); ``memory_mb`` bounds the similarity blocks.
+    ``blocked`` item pairs (marked "not a duplicate", embedlab.marks) are never
+    grouped; ``links_out`` receives every verified link less the marked ones.
     """
     graph_k = max(k, CANDIDATE_K)
     hood = neighbours(matrix, graph_k, 2.0, memory_mb=memory_mb, approximate=approximate, on_rows=on_rows)
     candidates = candidate_pairs(hood.index, hood.sim)
     links = verify_in_chunks(candidates, evidence)
+    if links_out is not None:
+        links_out.extend(link for link in links if (link.a, link.b) not in (blocked or set()))
     anomaly_hood = Neighbourhood(hood.index[:, :k], hood.sim[:, :k], [])
-    return report(anomaly_hood, paths, anomaly_top=anomaly_top, quality=quality, links=links, threshold=threshold)
+    return report(
+        anomaly_hood, paths, anomaly_top=anomaly_top, quality=quality, links=links, threshold=threshold, blocked=blocked
+    )
 
 
 def verify_in_chunks(
@@ -271,9 +279,17 @@ def report(
     quality: dict[str, dict[str, Any]] | None,
     links: list[Link],
     threshold: float,
+    blocked: set[tuple[int, int]] | None = None,
 ) -> dict[str, Any]:
-    """Duplicate groups from verified links and ranked anomalies from a neighbourhood (exact or approximate)."""
-    groups = build_groups(len(paths), links, threshold, [len(p) > 1 for p in paths])
+    """Duplicate groups from verified links and ranked anomalies from a neighbourhood (exact or approximate).
+
+    ``blocked`` pairs (marks) filter the links before grouping; without marks the links are used as they are."""
+    multi_path = [len(p) > 1 for p in paths]
+    if blocked:
+        from .marks import without_marked
+
+        links = without_marked(len(paths), links, threshold, multi_path, blocked)
+    groups = build_groups(len(paths), links, threshold, multi_path)
     path_groups = [sorted(p for m in g.members for p in paths[m]) for g in groups]
     order = sorted(range(len(groups)), key=lambda g: path_groups[g])
     found = anomaly.score(hood.index, hood.sim, None if quality is None else [quality.get(p[0]) for p in paths])

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .dedupe import DEFAULT_FORMATS, DEFAULT_RULES
 from .errors import Hint, UsageError
 from .images import ImageFileInfo, _file_info, display_root, path_token, scan_images
 from .progress import Progress
@@ -28,18 +29,24 @@ from .provenance import peak_rss_mib, versions
 from .results import (
     Analysis,
     CalibrationReport,
+    DedupeResult,
     EmbedResult,
     Evaluation,
+    ExportResult,
     IndexInfo,
+    LeaksResult,
+    MarksResult,
     ReportResult,
     SearchHit,
     SearchResult,
     SearchResults,
+    UndoResult,
 )
 from .settings import Settings, applied
 from .store import Store, StoreError
 
 if TYPE_CHECKING:
+    from .duplicates import Link
     from .evidence import Evidence
     from .indexer import Executor
     from .ranking import Ranker
@@ -47,6 +54,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("embedlab")
 
 Queries = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
+DEFAULT_KEEP, DEFAULT_FORMAT_PRIORITY = DEFAULT_RULES, DEFAULT_FORMATS  # dedupe's keeper rules
 APPROXIMATE = {"auto": None, "always": True, "never": False}  # the ann modes, for the k-NN graph
 
 
@@ -387,11 +395,26 @@ class Index:
         ann: str = "auto",
         max_groups: int = 200,
         workers: int = 2,
+        keep: str | Sequence[str] = DEFAULT_KEEP,
+        format_priority: str | Sequence[str] = DEFAULT_FORMAT_PRIORITY,
+        protect: Sequence[str | os.PathLike[str]] = (),
+        splits: dict[str, str | os.PathLike[str]] | Sequence[str] | None = None,
         metrics: dict[str, Any] | None = None,
     ) -> ReportResult:
         """One self-contained HTML page of the same Analysis `analyze` returns (and, with ``queries``,
-        the same results `search` returns with these options): thumbnails, scores, reasons, failures."""
+        the same results `search` returns with these options): thumbnails, scores, reasons, failures,
+        each group's keeper and planned action (``keep``, ``protect`` as for `dedupe`), the marks and,
+        with ``splits``, the near-duplicates that cross them (as `leaks`)."""
+        from . import dedupe as dd
+        from . import leaks as lk
         from .report import ReportOptions, build_report, write_report
+
+        rules, formats = dd.parse_rules(keep), dd.parse_formats(format_priority)
+        folders = None
+        if splits is not None:
+            folders = lk.parse_splits(
+                splits if not isinstance(splits, dict) else {n: os.fspath(f) for n, f in splits.items()}
+            )
 
         started = time.perf_counter()
         target = Path(out)
@@ -423,7 +446,20 @@ class Index:
                     store, dup_threshold, anomaly_top, k=anomaly_k, memory_mb=memory_mb, ann=ann, snapshot_held=True
                 )
                 timings = {"analyze": time.perf_counter() - t0, "search": search_seconds}
-                text, stats = build_report(store, analysis, searches, options)
+                rows = store.image_rows()
+                protected = [os.fspath(p) for p in protect]
+                plans = dd.plan_groups(
+                    [dd.members_of(rows, g, protected) for g in analysis.duplicate_groups], rules, formats
+                )
+                found = store.marks()
+                paths = store.ok_paths_for(sorted({s for a, b, _ in found for s in (a, b)}))
+                marks = [{"a": a, "b": b, "paths_a": paths.get(a, []), "paths_b": paths.get(b, []), "created_at": t}
+                         for a, b, t in found]  # fmt: skip
+                leaks = None
+                if folders is not None:
+                    keys = store.patient_keys() if store.patient_salt(create=False) else None
+                    leaks = lk.find_leaks(analysis.rows, analysis.shas, analysis.links, folders, dup_threshold, keys)
+                text, stats = build_report(store, analysis, searches, options, plans=plans, marks=marks, leaks=leaks)
             stats.timings = {**timings, **stats.timings}
             try:
                 write_report(text, target)
@@ -478,6 +514,234 @@ class Index:
                 ],
             }
         return IndexInfo(data, {"command": "info"})
+
+    # -- act on what analyze finds: dedupe, undo, export, marks, leaks ---------------
+
+    def dedupe_plan(
+        self,
+        dup_threshold: float = 0.92,
+        *,
+        keep: str | Sequence[str] = DEFAULT_KEEP,
+        format_priority: str | Sequence[str] = DEFAULT_FORMAT_PRIORITY,
+        protect: Sequence[str | os.PathLike[str]] = (),
+        k: int = 10,
+        memory_mb: int = 1024,
+        ann: str = "auto",
+    ) -> DedupeResult:
+        """For each group `analyze` reports at ``dup_threshold``: the keeper by the ordered ``keep`` rules,
+        files under ``protect`` folders kept, every other file planned for removal. Touches nothing."""
+        return self.dedupe(
+            "list",
+            dup_threshold=dup_threshold,
+            keep=keep,
+            format_priority=format_priority,
+            protect=protect,
+            k=k,
+            memory_mb=memory_mb,
+            ann=ann,
+        )
+
+    def dedupe(
+        self,
+        action: str = "list",
+        *,
+        dest: str | os.PathLike[str] | None = None,
+        dup_threshold: float = 0.92,
+        keep: str | Sequence[str] = DEFAULT_KEEP,
+        format_priority: str | Sequence[str] = DEFAULT_FORMAT_PRIORITY,
+        protect: Sequence[str | os.PathLike[str]] = (),
+        journal: str | os.PathLike[str] | None = None,
+        k: int = 10,
+        memory_mb: int = 1024,
+        ann: str = "auto",
+        metrics: dict[str, Any] | None = None,
+    ) -> DedupeResult:
+        """The plan of `dedupe_plan`, carried out: ``move`` (to ``dest``, layout kept), ``hardlink`` or
+        ``symlink`` (to the keeper), ``trash`` (the freedesktop trash, or ``dest``). Every file is
+        re-checked against the index first; every step is journalled (``journal``, default
+        INDEX/journals/...) so that `undo` reverses it; the index is brought level."""
+        from . import dedupe as dd
+
+        started = time.perf_counter()
+        rules, formats = dd.parse_rules(keep), dd.parse_formats(format_priority)
+        if action not in dd.ACTIONS:
+            raise UsageError(f"must be one of {', '.join(dd.ACTIONS)}", subject="action")
+        if action == "move" and dest is None:
+            raise UsageError("is needed by move: name a folder for the moved files", subject="dest")
+        folders = [os.fspath(p) for p in protect]
+        with self._store(exact=True) as store:
+            with store.snapshot():
+                analysis = _analyze(store, dup_threshold, 0, k=k, memory_mb=memory_mb, ann=ann, snapshot_held=True)
+                rows = store.image_rows()
+            plans = dd.plan_groups([dd.members_of(rows, g, folders) for g in analysis.duplicate_groups], rules, formats)
+            result = DedupeResult(plans, action=action, rules=rules)
+            if action != "list":
+                _check_dest(dest, set(store.roots().values()))
+                target = Path(journal) if journal is not None else store.dir / "journals" / dd.journal_name()
+                with store.writer_lock():
+                    run_id = store.start_run("dedupe", versions=versions())
+                    counts = dd.apply_plan(store, plans, action, dest=dest, journal_path=target, run_id=run_id)
+                    store.finish_run(run_id, "ok", counts=counts)
+                result.journal, result.counts = target, counts
+            result.metrics = {"command": "dedupe", **(metrics or {}), "counts": result.summary}
+            if action == "list":
+                _record_run(store, "dedupe", started, result.metrics)
+        return result
+
+    def undo(self, journal: str | os.PathLike[str]) -> UndoResult:
+        """Reverse a dedupe journal of this index (see `embedlab.undo`)."""
+        return undo(journal, settings=self.settings)
+
+    def export(
+        self,
+        what: str,
+        format: str = "csv",
+        *,
+        out: str | os.PathLike[str] | None = None,
+        queries: Queries | None = None,
+        k: int = 5,
+        dup_threshold: float = 0.92,
+        anomaly_top: int = 8,
+        anomaly_k: int = 10,
+        keep: str | Sequence[str] = DEFAULT_KEEP,
+        format_priority: str | Sequence[str] = DEFAULT_FORMAT_PRIORITY,
+        protect: Sequence[str | os.PathLike[str]] = (),
+        memory_mb: int = 1024,
+        ann: str = "auto",
+    ) -> ExportResult:
+        """``what`` (groups, anomalies, images, search) as ``format`` (csv, jsonl), written to ``out``
+        or returned as ``text``; the columns are `embedlab.export.COLUMNS`."""
+        from . import dedupe as dd
+        from . import export as ex
+
+        if what not in ex.WHATS:
+            raise UsageError(f"must be one of {', '.join(ex.WHATS)}", subject="what")
+        if format not in ex.FORMATS:
+            raise UsageError(f"must be one of {', '.join(ex.FORMATS)}", subject="format")
+        if what == "search" and queries is None:
+            raise UsageError("exporting search results needs query images", hint=Hint("export_queries", sep=": "))
+        files = query_files(queries) if what == "search" and queries is not None else None
+        with self._store(exact=files is None) as store:
+            if files is not None:
+                records = ex.search_rows(_search(store, files, k=k))
+            else:
+                with store.snapshot():
+                    rows = store.image_rows()
+                    if what == "images":
+                        records = ex.image_rows(rows)
+                    else:
+                        top = anomaly_top if what == "anomalies" else 0
+                        analysis = _analyze(
+                            store, dup_threshold, top, k=anomaly_k, memory_mb=memory_mb, ann=ann, snapshot_held=True
+                        )
+                if what == "anomalies":
+                    records = ex.anomaly_rows(analysis)
+                elif what == "groups":
+                    members = [
+                        dd.members_of(rows, g, [os.fspath(p) for p in protect]) for g in analysis.duplicate_groups
+                    ]
+                    plans = dd.plan_groups(members, dd.parse_rules(keep), dd.parse_formats(format_priority))
+                    records = ex.group_rows(analysis, rows, plans)
+        text = ex.render(what, records, format)
+        target = ex.write(text, out) if out is not None else None
+        return ExportResult(what, format, text, len(records), target, {"command": "export", "rows": len(records)})
+
+    def mark_not_duplicate(
+        self, a: str | Sequence[tuple[str, str]], b: str | None = None, *, remove: bool = False
+    ) -> MarksResult:
+        """Mark ``a`` and ``b`` (or every pair in ``a``) as not the same picture, by content; ``remove``
+        drops such marks instead. Paths are indexed paths or files on disk (hashed)."""
+        from .marks import content_of
+
+        if isinstance(a, str):
+            if b is None:
+                raise UsageError("marks take two paths (or a list of path pairs)")
+            pairs = [(a, b)]
+        else:
+            pairs = [(str(x), str(y)) for x, y in a]
+        with self._store(exact=True) as store:
+            by_path = {p: s for s, paths in store.ok_paths_by_sha().items() for p in paths}
+            shas = []
+            for x, y in pairs:
+                sx, sy = content_of(x, by_path), content_of(y, by_path)
+                if sx == sy:
+                    raise UsageError(f"{path_token(x)} and {path_token(y)} hold the same bytes: one content, never two")
+                shas.append((sx, sy))
+            with store.transaction():
+                changed = store.remove_marks(shas) if remove else store.add_marks(shas)
+        result = self.marks()
+        result.changed = changed
+        return result
+
+    def marks(self) -> MarksResult:
+        """Every "not a duplicate" mark, with the indexed paths that hold each side now."""
+        with self._store(exact=True) as store, store.snapshot():
+            found = store.marks()
+            paths = store.ok_paths_for(sorted({s for a, b, _ in found for s in (a, b)}))
+        items = [
+            {"a": a, "b": b, "paths_a": paths.get(a, []), "paths_b": paths.get(b, []), "created_at": t}
+            for a, b, t in found
+        ]
+        return MarksResult(items, metrics={"command": "mark", "counts": {"marks": len(items)}})
+
+    def leaks(
+        self,
+        splits: dict[str, str | os.PathLike[str]] | Sequence[str],
+        dup_threshold: float = 0.92,
+        *,
+        patient_key: bool = False,
+        k: int = 10,
+        memory_mb: int = 1024,
+        ann: str = "auto",
+        metrics: dict[str, Any] | None = None,
+    ) -> LeaksResult:
+        """Near-duplicate pairs (verified, at ``dup_threshold`` or above; marks respected) whose files lie
+        in different ``splits`` (name -> folder, or "name=folder" items), with counts per split pair.
+        ``patient_key``: also the DICOM patients found in two splits, by a salted hash stored in the
+        index (never the identifier)."""
+        from . import leaks as lk
+
+        started = time.perf_counter()
+        folders = lk.parse_splits(
+            splits if not isinstance(splits, dict) else {n: os.fspath(f) for n, f in splits.items()}
+        )
+        lk.warn_outside(folders)
+        with self._store(exact=True) as store:
+            with store.snapshot():
+                analysis = _analyze(store, dup_threshold, 0, k=k, memory_mb=memory_mb, ann=ann, snapshot_held=True)
+                rows = store.image_rows() if patient_key else {}
+            keys = lk.update_patient_keys(store, rows) if patient_key else None
+            data = lk.find_leaks(analysis.rows, analysis.shas, analysis.links, folders, dup_threshold, keys)
+            result = LeaksResult(data)
+            result.metrics = {
+                "command": "leaks",
+                **(metrics or {}),
+                "counts": {"pairs": len(data["pairs"]), "split_pairs": len(data["counts"])},
+            }
+            _record_run(store, "leaks", started, result.metrics)
+        return result
+
+
+def undo(journal: str | os.PathLike[str], *, settings: Settings | None = None) -> UndoResult:
+    """Reverse what one `Index.dedupe` action did, from its journal: files back at their paths with
+    their bytes and modification times, their index rows back. A step whose files moved on since
+    is skipped and reported; undoing a journal twice is refused."""
+    from .dedupe import undo_journal
+
+    with applied(settings):
+        _, steps = undo_journal(journal, lambda index: Store(index))
+    return UndoResult(Path(journal), steps, {"command": "undo"})
+
+
+def _check_dest(dest: str | os.PathLike[str] | None, roots: set[str]) -> None:
+    """A destination inside an indexed folder would be embedded again: the index would never be level."""
+    if dest is None:
+        return
+    here = os.path.abspath(dest)
+    for root in roots:
+        top = os.path.abspath(root)
+        if here == top or here.startswith(top.rstrip(os.sep) + os.sep):
+            raise UsageError("is inside an indexed folder; choose a folder outside it", subject="dest")
 
 
 # -- the work, on an open store -------------------------------------------------------
@@ -606,6 +870,7 @@ def _analyze(
 ) -> Analysis:
     """`analyze` on an open store, every read (vectors, paths, metrics, evidence) in one snapshot."""
     from .analysis import analyze_vectors, evidence_loader, load_for_analysis
+    from .marks import blocked_pairs
     from .registry import semantic_columns
 
     meta = store.meta()
@@ -615,6 +880,8 @@ def _analyze(
         shas, matrix = load_for_analysis(store, semantic_columns(meta))
         by_sha, quality, errors = store.ok_paths_by_sha(), store.quality(), store.errors()
         rows = [by_sha[s] for s in shas]
+        blocked = blocked_pairs(shas, [(a, b) for a, b, _ in store.marks()])
+        links: list[Link] = []
         with Progress(len(shas), "analyzing", unit="vec") as bar:
             data = analyze_vectors(
                 matrix,
@@ -627,6 +894,8 @@ def _analyze(
                 on_rows=bar.update,
                 memory_mb=memory_mb,
                 approximate=APPROXIMATE[ann],
+                blocked=blocked or None,
+                links_out=links,
             )
     data["unreadable"] = [{"path": p, "error": e} for p, e in errors]
     data.update(
@@ -637,7 +906,9 @@ def _analyze(
         dup_threshold=dup_threshold,
         k=k,
     )
-    return Analysis(data, matrix, rows)
+    if blocked:  # only with marks: an index without any answers exactly as before
+        data["marks_applied"] = len(blocked)
+    return Analysis(data, matrix, rows, shas=shas, links=links)
 
 
 @contextmanager

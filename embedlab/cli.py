@@ -229,6 +229,47 @@ def _analyze_flags(k_flag: str) -> _Parser:
     return parser
 
 
+def _dedupe_flags() -> _Parser:
+    """How a group's keeper is chosen and what is never removed: `dedupe`, `export`, `report`."""
+    from .dedupe import DEFAULT_FORMATS, DEFAULT_RULES, RULES
+
+    parser = _Parser(add_help=False)
+    parser.add_argument(
+        "--keep",
+        metavar="RULES",
+        default=",".join(DEFAULT_RULES),
+        help=f"ordered, comma-separated rules choosing each group's keeper, from {', '.join(RULES)} "
+        f"(default {','.join(DEFAULT_RULES)}; 'original' prefers DICOM ORIGINAL over DERIVED images; "
+        "ties go to the first path)",
+    )
+    parser.add_argument(
+        "--format-priority",
+        metavar="FORMATS",
+        default=",".join(DEFAULT_FORMATS),
+        help=f"formats best first, for the format-priority rule (default {','.join(DEFAULT_FORMATS)})",
+    )
+    parser.add_argument(
+        "--protect",
+        metavar="DIR",
+        nargs="+",
+        action="extend",
+        default=[],
+        help="folders whose files are never chosen for removal (repeatable)",
+    )
+    return parser
+
+
+def _split_flag(parser: argparse.ArgumentParser, required: bool) -> None:
+    parser.add_argument(
+        "--split",
+        metavar="NAME=DIR",
+        action="append",
+        required=required,
+        default=None,
+        help="a split and its folder, e.g. train=data/train (twice at least)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="embedlab",
@@ -384,6 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="duplicate groups drawn; the rest are only counted (default 200)",
     )
     report.add_argument("--workers", type=_positive, default=2, help="threads making thumbnails (default 2)")
+    _split_flag(report, required=False)
+    for action in _dedupe_flags()._actions:
+        report._add_action(action)
 
     forget = add_command(
         "forget",
@@ -402,7 +446,101 @@ def build_parser() -> argparse.ArgumentParser:
         _index_flags(),
         _output_flags(),
     )
+    _act_commands(add_command)
     return parser
+
+
+def _act_commands(add_command: Any) -> None:
+    """The commands that act on what analyze finds: dedupe, undo, export, mark, leaks."""
+    from .dedupe import ACTIONS
+    from .export import FORMATS, WHATS
+
+    dedupe = add_command(
+        "dedupe",
+        "one keeper per duplicate group; list the others, or move, link or trash them (undoable)",
+        _index_flags(),
+        _dedupe_flags(),
+        _output_flags("JSON Lines: one object per group, then one with the summary"),
+    )
+    dedupe.add_argument(
+        "--threshold",
+        "--dup-threshold",
+        dest="dup_threshold",
+        type=_unit,
+        default=0.92,
+        help="the groups analyze reports at this --dup-threshold (default 0.92)",
+    )
+    dedupe.add_argument(
+        "--action",
+        choices=ACTIONS,
+        default="list",
+        help="list (default: print the plan, touch nothing), move (to --dest, layout kept), hardlink or symlink "
+        "(each file becomes a link to its keeper), trash (the desktop trash, or --dest)",
+    )
+    dedupe.add_argument(
+        "--dest",
+        default=None,
+        help="where moved files go (move, trash), or where a linked file's different original is held "
+        "(default INDEX/held/JOURNAL); must lie outside every indexed folder",
+    )
+    dedupe.add_argument("--yes", action="store_true", help="really act: every action but list needs it")
+    dedupe.add_argument("--journal", default=None, help="journal file to write (default INDEX/journals/dedupe-*.jsonl)")
+    dedupe.add_argument("--memory-mb", type=_positive, default=1024, help="as for analyze (default 1024)")
+
+    undo = add_command(
+        "undo", "reverse one dedupe action from its journal: bytes, paths and index rows", _output_flags()
+    )
+    undo.add_argument("journal", metavar="JOURNAL", help="the journal dedupe wrote (its summary names it)")
+
+    export = add_command(
+        "export",
+        "groups, anomalies, images or search results as CSV or JSON Lines (columns in docs/GUIDE.md)",
+        _index_flags(),
+        _dedupe_flags(),
+    )
+    export.add_argument("--what", choices=WHATS, required=True, help="what to export, one row per file or result")
+    export.add_argument("--format", choices=FORMATS, default="csv", help="csv (default, with a header) or jsonl")
+    export.add_argument("--out", default=None, help="file to write (default: stdout)")
+    export.add_argument("--query-dir", default=None, help="query images, for --what search")
+    export.add_argument("--k", type=_positive, default=5, help="results per query, for --what search (default 5)")
+    export.add_argument("--dup-threshold", type=_unit, default=0.92, help="as for analyze (default 0.92)")
+    export.add_argument("--anomaly-top", type=_non_negative, default=8, help="as for analyze (default 8)")
+    export.add_argument("--anomaly-k", type=_positive, default=10, help="as analyze's --k (default 10)")
+
+    mark = add_command(
+        "mark",
+        "mark two images as not duplicates (by content: marks survive renames and re-embedding)",
+        _index_flags(),
+        _output_flags("JSON Lines: one object per mark"),
+    )
+    what = mark.add_mutually_exclusive_group(required=True)
+    what.add_argument("--not-duplicate", nargs=2, metavar=("A", "B"), help="two indexed paths (or image files)")
+    what.add_argument("--from", dest="from_file", metavar="FILE", help="pairs of paths, one pair a line (tab or comma)")
+    what.add_argument("--list", action="store_true", help="list the marks")
+    mark.add_argument("--remove", action="store_true", help="remove the marks named by --not-duplicate or --from")
+
+    leaks = add_command(
+        "leaks",
+        "near-duplicate pairs that cross train/validation/test splits, and patients in two splits",
+        _index_flags(),
+        _output_flags(),
+    )
+    _split_flag(leaks, required=True)
+    leaks.add_argument(
+        "--threshold",
+        "--dup-threshold",
+        dest="dup_threshold",
+        type=_unit,
+        default=0.92,
+        help="verified same-picture score at or above which a pair counts (default 0.92)",
+    )
+    leaks.add_argument(
+        "--patient-key",
+        action="store_true",
+        help="also find DICOM patients in two splits: stores a salted hash of each file's Patient ID "
+        "in the index (never the identifier)",
+    )
+    leaks.add_argument("--memory-mb", type=_positive, default=1024, help="as for analyze (default 1024)")
 
 
 def _ray_flags(embed: argparse.ArgumentParser) -> None:
@@ -597,6 +735,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         ann=args.ann,
         max_groups=args.max_groups,
         workers=args.workers,
+        keep=args.keep,
+        format_priority=args.format_priority,
+        protect=args.protect,
+        splits=args.split,
     )
     args.metrics = result.metrics
     if args.json:
@@ -656,6 +798,122 @@ def _escape(char: str) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
+def cmd_dedupe(args: argparse.Namespace) -> int:
+    if args.action != "list" and not args.yes:
+        raise CliError(f"--action {args.action} changes files: add --yes (or run --action list to see the plan)")
+    result = _open(args).dedupe(
+        args.action,
+        dest=args.dest,
+        dup_threshold=args.dup_threshold,
+        keep=args.keep,
+        format_priority=args.format_priority,
+        protect=args.protect,
+        journal=args.journal,
+        memory_mb=args.memory_mb,
+    )
+    args.metrics = result.metrics
+    summary = result.summary
+    if args.json:
+        for record in result.to_dicts():
+            print(json.dumps(record, separators=(",", ":")))
+        print(json.dumps({"summary": summary}, separators=(",", ":")))
+    else:
+        for group in result.to_dicts():
+            print(f"group {group['group']}  keeper {_shown(group['keeper'])}  ({group['reason']})")
+            for f in group["files"][1:]:
+                status = f" [{f['status']}{': ' + f['why'] if 'why' in f else ''}]" if "status" in f else ""
+                print(f"  {f['action']:<9} {_shown(f['path'])}{status}")
+    mb = summary["planned_bytes"] / 1e6
+    log.info(
+        "%d groups, %d files planned for removal (%.1f MB), %d protected",
+        summary["groups"],
+        summary["planned"],
+        mb,
+        summary["protected"],
+    )
+    if result.journal is not None:
+        log.info(
+            "%d done, %d skipped; undo with: embedlab undo %s", summary["done"], summary["skipped"], result.journal
+        )
+    return EXIT_OK
+
+
+def cmd_undo(args: argparse.Namespace) -> int:
+    from .api import undo
+
+    result = undo(args.journal, settings=_settings(args))
+    args.metrics = result.metrics
+    data = result.to_dict()
+    if args.json:
+        print(result.to_json())
+    else:
+        for step in data["steps"]:
+            print(f"  {step['status']:<9} {_shown(step['path'])}{': ' + step['why'] if 'why' in step else ''}")
+    log.info("%d restored, %d skipped", data["restored"], data["skipped"])
+    return EXIT_OK if data["skipped"] == 0 else EXIT_ERROR
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    result = _open(args).export(
+        args.what,
+        args.format,
+        out=args.out,
+        queries=args.query_dir,
+        k=args.k,
+        dup_threshold=args.dup_threshold,
+        anomaly_top=args.anomaly_top,
+        anomaly_k=args.anomaly_k,
+        keep=args.keep,
+        format_priority=args.format_priority,
+        protect=args.protect,
+    )
+    args.metrics = result.metrics
+    if result.out is None:
+        sys.stdout.write(result.text)
+    else:
+        log.info("wrote %d rows to %s", result.rows, result.out.name)
+    return EXIT_OK
+
+
+def cmd_mark(args: argparse.Namespace) -> int:
+    from .marks import read_pairs
+
+    idx = _open(args)
+    if args.remove and args.list:
+        raise CliError("--remove needs --not-duplicate A B or --from FILE")
+    if args.list:
+        result = idx.marks()
+    else:
+        pairs = [tuple(args.not_duplicate)] if args.not_duplicate else read_pairs(args.from_file)
+        result = idx.mark_not_duplicate(pairs, remove=args.remove)
+        log.info(
+            "%d marks %s, %d in the index", result.changed, "removed" if args.remove else "added", len(result.marks)
+        )
+    args.metrics = result.metrics
+    if args.json or not args.list:
+        if args.list:
+            for item in result.to_dicts():
+                print(json.dumps(item, separators=(",", ":")))
+        return EXIT_OK
+    for item in result.to_dicts():
+        a = ", ".join(item["paths_a"]) or f"(not indexed) {item['a'][:12]}"
+        b = ", ".join(item["paths_b"]) or f"(not indexed) {item['b'][:12]}"
+        print(f"{_shown(a)}  !=  {_shown(b)}")
+    return EXIT_OK
+
+
+def cmd_leaks(args: argparse.Namespace) -> int:
+    from .leaks import table
+
+    result = _open(args).leaks(args.split, args.dup_threshold, patient_key=args.patient_key, memory_mb=args.memory_mb)
+    args.metrics = result.metrics
+    if args.json:
+        print(result.to_json())
+    else:
+        print("\n".join(table(result.to_dict())))
+    return EXIT_OK
+
+
 COMMANDS = {
     "embed": cmd_embed,
     "search": cmd_search,
@@ -665,6 +923,11 @@ COMMANDS = {
     "report": cmd_report,
     "forget": cmd_forget,
     "info": cmd_info,
+    "dedupe": cmd_dedupe,
+    "undo": cmd_undo,
+    "export": cmd_export,
+    "mark": cmd_mark,
+    "leaks": cmd_leaks,
 }
 
 

@@ -35,6 +35,7 @@ API_HINTS: dict[str, str] = {
     "no_queries": "queries must be image files (PNG, JPEG, TIFF, DICOM, ...); folders are searched recursively",
     "no_report_queries": "leave queries out or point them at images",
     "report_unwritable": "choose another path",
+    "export_queries": "pass queries (a folder, a file or a list of files)",
 }
 
 # What a message's subject is called: a parameter in the library, a flag on the command line.
@@ -43,12 +44,28 @@ API_SUBJECTS: dict[str, str] = {
     "ann_always": "ann='always'",
     "report_out": "report file",
     "exclude_same": "exclude_same",
+    "keep": "keep",
+    "format_priority": "format_priority",
+    "action": "action",
+    "dest": "dest",
+    "what": "what",
+    "format": "format",
+    "split": "splits",
+    "export_out": "out",
 }
 CLI_SUBJECTS: dict[str, str] = {
     "out": "--out",
     "ann_always": "--ann always",
     "report_out": "--out",
     "exclude_same": "--exclude-same",
+    "keep": "--keep",
+    "format_priority": "--format-priority",
+    "action": "--action",
+    "dest": "--dest",
+    "what": "--what",
+    "format": "--format",
+    "split": "--split",
+    "export_out": "--out",
 }
 
 # Command-line wording of the same kinds (today's messages, byte for byte).
@@ -65,6 +82,7 @@ CLI_HINTS: dict[str, str] = {
     "no_queries": "--query-dir needs image files (PNG, JPEG, TIFF, DICOM, ...), searched recursively",
     "no_report_queries": "drop --query-dir or point it at images",
     "report_unwritable": "choose another --out",
+    "export_queries": "add --query-dir QUERIES",
 }
 
 

@@ -30,6 +30,7 @@ from .search import SCORE_DECIMALS, cosine_scores
 from .store import ImageRow, Store
 
 if TYPE_CHECKING:
+    from .dedupe import GroupPlan
     from .results import Analysis, SearchResults
 
 log = logging.getLogger("embedlab")
@@ -73,6 +74,9 @@ td.below{color:#a05a00;background:#fff6e5}
 .query{display:flex;gap:16px;align-items:flex-start}
 .arrow{align-self:center;font-size:22px;color:#8a92a3}
 .empty{color:#6b7385;font-style:italic}
+.fate{display:inline-block;border-radius:3px;padding:0 5px;font-weight:600}
+.fate-keep{background:#d6f5dd;color:#145c26} .fate-remove{background:#fbe0e0;color:#8a1c1c}
+.fate-protected{background:#dde7fb;color:#1c3d8a}
 """
 
 
@@ -261,9 +265,15 @@ def build_report(
     options: ReportOptions,
     *,
     title: str = "embedlab report",
+    plans: Sequence[GroupPlan] = (),
+    marks: Sequence[dict[str, Any]] | None = None,
+    leaks: dict[str, Any] | None = None,
 ) -> tuple[str, ReportStats]:
     """The whole page as one string, and what it holds: a rendering of the Analysis that `analyze`
-    returns and the results that `search` returns. Call inside the snapshot the analysis read."""
+    returns and the results that `search` returns. Call inside the snapshot the analysis read.
+
+    ``plans`` (dedupe's, one per group in the same order) show each group's keeper and what would
+    happen to the others; ``marks`` and ``leaks`` get their own sections."""
     stats = ReportStats()
     result = analysis.data
     matrix = analysis.matrix if analysis.matrix is not None else np.zeros((0, 0), dtype=np.float32)
@@ -297,12 +307,18 @@ def build_report(
         f'<a href="#anomalies">anomalies ({len(result["anomaly_details"])})</a>'
         f'<a href="#search">search ({len(records)})</a>'
         f'<a href="#unreadable">unreadable ({len(unreadable)})</a>',
+        f'<a href="#marks">marks ({len(marks or [])})</a>',
+        *([f'<a href="#leaks">leaks ({sum(c["pairs"] for c in leaks["counts"])})</a>'] if leaks is not None else []),
         '<a href="#manifest">manifest</a></nav></header><main>',
     )
-    _duplicates_section(page, result, shown_groups, len(groups), matrix, row_of, options.dup_threshold)
+    fates = {f.path: f.decision for p in plans for f in p.files}
+    _duplicates_section(page, result, shown_groups, len(groups), matrix, row_of, options.dup_threshold, fates)
     _anomalies_section(page, result["anomaly_details"], rows)
     _search_section(page, records, options)
     _unreadable_section(page, unreadable)
+    _marks_section(page, marks or [])
+    if leaks is not None:
+        _leaks_section(page, leaks)
     page.add('<section id="manifest"><h2>Run manifest</h2><article><table>')
     for key, value in _manifest(store):
         page.add(f"<tr><th>{_e(key)}</th><td>{_e(value)}</td></tr>")
@@ -324,7 +340,9 @@ def _duplicates_section(
     matrix: np.ndarray,
     row_of: dict[str, int],
     threshold: float,
+    fates: dict[str, str] | None = None,
 ) -> None:
+    fates = fates or {}
     page.add(f'<section id="duplicates"><h2>Duplicate groups ({total}) at score \u2265 {threshold:g}</h2>')
     if not shown:
         page.add('<p class="empty">No two images score at or above the threshold.</p>')
@@ -335,8 +353,14 @@ def _duplicates_section(
             f"<h3>Group {number} \u00b7 {len(members)} images \u00b7 links {detail['min_link']:.4f}"
             f'\u2013{detail["max_link"]:.4f}</h3><div class="body"><div class="thumbs">'
         )
+        keeper = next((p for p in members if fates.get(p) == "keep"), None)
+        if keeper is not None:
+            page.add(f'<p class="note">keeper: {_e(keeper)} \u00b7 planned: the others removed (dedupe)</p>')
         for i, path in enumerate(visible, 1):
-            page.figure(path, [f"#{i} \u00b7 {page.describe(path)}"])
+            lines = [f"#{i} \u00b7 {page.describe(path)}"]
+            if path in fates:
+                lines.append(f'<span class="fate fate-{_e(fates[path])}">{_FATES[fates[path]]}</span>')
+            page.figure(path, lines)
         page.add("</div>")
         vecs = matrix[[row_of[p] for p in visible]]
         sims = np.round(cosine_scores(vecs, vecs.T), SCORE_DECIMALS)
@@ -348,6 +372,53 @@ def _duplicates_section(
     if total > len(shown):
         page.add(f'<p class="empty">{total - len(shown)} more groups not shown (raise --max-groups).</p>')
     page.add("</section>")
+
+
+_FATES = {"keep": "keeper", "remove": "planned: remove", "protected": "kept: protected"}
+
+
+def _marks_section(page: _Page, marks: Sequence[dict[str, Any]]) -> None:
+    page.add(f'<section id="marks"><h2>Marked as not duplicates ({len(marks)})</h2>')
+    if not marks:
+        page.add('<p class="empty">No marks (embedlab mark --not-duplicate A B).</p>')
+    else:
+        page.add('<article><table class="marks"><tr><th>one</th><th>other</th><th>marked</th></tr>')
+        for m in marks:
+            a = "<br>".join(_e(p) for p in m["paths_a"]) or _e(f"(not indexed) {m['a'][:12]}")
+            b = "<br>".join(_e(p) for p in m["paths_b"]) or _e(f"(not indexed) {m['b'][:12]}")
+            page.add(f"<tr><td>{a}</td><td>{b}</td><td>{_e(m['created_at'])}</td></tr>")
+        page.add("</table></article>")
+    page.add("</section>")
+
+
+def _leaks_section(page: _Page, leaks: dict[str, Any]) -> None:
+    total = sum(c["pairs"] for c in leaks["counts"])
+    page.add(f'<section id="leaks"><h2>Near-duplicates across splits ({total} pairs)</h2><article><table>')
+    page.add("<tr><th>split</th><th>folder</th><th>images</th></tr>")
+    for s in leaks["splits"]:
+        page.add(f'<tr><td>{_e(s["name"])}</td><td>{_e(s["folder"])}</td><td class="num">{s["images"]}</td></tr>')
+    page.add("</table>")
+    if not leaks["counts"]:
+        page.add('<p class="empty">No near-duplicate pair crosses a split.</p>')
+    else:
+        page.add('<table class="leak-counts"><tr><th>splits</th><th>pairs</th><th>images</th></tr>')
+        for c in leaks["counts"]:
+            names = " \u00d7 ".join(c["splits"])
+            page.add(
+                f'<tr><td>{_e(names)}</td><td class="num">{c["pairs"]}</td><td class="num">{c["images"]}</td></tr>'
+            )
+        page.add('</table><table class="leak-pairs"><tr><th>score</th><th>one</th><th>other</th><th>kind</th></tr>')
+        for p in leaks["pairs"]:
+            page.add(
+                f'<tr><td class="num">{p["score"]:.4f}</td><td>{_e(p["a"])} ({_e(p["split_a"])})</td>'
+                f"<td>{_e(p['b'])} ({_e(p['split_b'])})</td><td>{_e(p['kind'])}</td></tr>"
+            )
+        page.add("</table>")
+    patients = leaks.get("patients")
+    if patients is not None:
+        page.add(f'<p>{len(patients["shared"])} of {patients["patients"]} keyed patients are in more than one split '
+                 "(salted keys; no identifier is stored)</p>")  # fmt: skip
+    page.add("</article></section>")
 
 
 def _anomalies_section(page: _Page, details: list[dict[str, Any]], rows: dict[str, ImageRow]) -> None:

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     import numpy as np
 
     from .calibration import Calibration
+    from .dedupe import GroupPlan
+    from .duplicates import Link
     from .indexer import EmbedReport
     from .report import ReportStats
 
@@ -126,13 +128,16 @@ class Analysis(Result):
 
     ``matrix`` and ``rows`` keep the vectors it was computed on (one row per
     content, ``rows[i]`` its paths) so `report` can draw pairwise scores
-    without reading them again; they are not part of the JSON.
+    without reading them again; ``shas`` and ``links`` serve dedupe and leaks.
+    None of them is part of the JSON.
     """
 
     data: dict[str, Any]
     matrix: np.ndarray | None = None
     rows: list[list[str]] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
+    shas: list[str] = field(default_factory=list)  # rows[i] holds content shas[i]
+    links: list[Link] = field(default_factory=list)  # verified links (marked pairs left out), for leaks
 
     def to_dict(self) -> dict[str, Any]:
         return self.data
@@ -205,6 +210,102 @@ class IndexInfo(Result):
     """What an index holds: backbone, counts, failures, recent runs, size on disk."""
 
     json_options: ClassVar[dict[str, Any]] = {"sort_keys": True, "separators": (",", ":")}
+    data: dict[str, Any]
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.data
+
+
+@dataclass
+class DedupeResult(Result):
+    """`dedupe`'s plan (and, after an action, what was done): one keeper per group, the fate of every file.
+
+    ``to_dicts()`` is one JSON Lines record per group (what ``dedupe --json`` prints),
+    ``summary`` the counts (and the journal that `undo` reverses)."""
+
+    groups: list[GroupPlan]
+    action: str = "list"
+    rules: tuple[str, ...] = ()
+    journal: Path | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def to_dicts(self) -> list[dict[str, Any]]:
+        return [g.to_dict(self.action) for g in self.groups]
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        removals = [f for g in self.groups for f in g.removals]
+        out: dict[str, Any] = {
+            "action": self.action,
+            "rules": list(self.rules),
+            "groups": len(self.groups),
+            "planned": len(removals),
+            "planned_bytes": sum(f.size for f in removals),
+            "protected": sum(f.decision == "protected" for g in self.groups for f in g.files),
+        }
+        if self.journal is not None:
+            out.update(self.counts, journal=str(self.journal))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"groups": self.to_dicts(), "summary": self.summary}
+
+
+@dataclass
+class UndoResult(Result):
+    """What `undo` restored, step by step (the last step first)."""
+
+    journal: Path
+    steps: list[dict[str, Any]]
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        restored = sum(s["status"] == "restored" for s in self.steps)
+        return {"journal": str(self.journal), "restored": restored, "skipped": len(self.steps) - restored,
+                "steps": self.steps}  # fmt: skip
+
+
+@dataclass
+class ExportResult(Result):
+    """An export: its rows (``text`` as written) and where it went (None: the caller prints ``text``)."""
+
+    what: str
+    format: str
+    text: str
+    rows: int
+    out: Path | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "what": self.what,
+            "format": self.format,
+            "rows": self.rows,
+            "out": None if self.out is None else str(self.out),
+        }
+
+
+@dataclass
+class MarksResult(Result):
+    """The index's "not a duplicate" marks: content pairs and the paths that hold each side now."""
+
+    marks: list[dict[str, Any]]
+    changed: int = 0
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def to_dicts(self) -> list[dict[str, Any]]:
+        return list(self.marks)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"marks": self.marks, "changed": self.changed}
+
+
+@dataclass
+class LeaksResult(Result):
+    """Near-duplicate pairs across splits, counts per split pair and (with a patient key) shared patients."""
+
     data: dict[str, Any]
     metrics: dict[str, Any] = field(default_factory=dict)
 

@@ -702,6 +702,62 @@ class Store:
         found = dict(self._select_in("SELECT rowid, sha256 FROM embeddings WHERE rowid IN ({marks})", keys))
         return [found.get(r) for r in keys]
 
+    # -- marks, patient keys, dedupe (schema v10) ----------------------------------
+
+    def marks(self, kind: str = "not_duplicate") -> list[tuple[str, str, str]]:
+        """Every mark of ``kind`` as (sha256 a, sha256 b, created_at), a < b, in order."""
+        if not self.execute("SELECT 1 FROM sqlite_master WHERE name = 'marks'"):
+            return []  # an index that could not be migrated (read-only) has none
+        rows = self.execute("SELECT a, b, created_at FROM marks WHERE kind = ? ORDER BY a, b", (kind,))
+        return [(str(a), str(b), str(t)) for a, b, t in rows]
+
+    def add_marks(self, pairs: Iterable[tuple[str, str]], kind: str = "not_duplicate") -> int:
+        """Store content pairs (either order); returns how many were new."""
+        stamp = now()
+        before = len(self.marks(kind))
+        self.executemany(
+            "INSERT OR IGNORE INTO marks(a, b, kind, created_at) VALUES (?, ?, ?, ?)",
+            ((min(a, b), max(a, b), kind, stamp) for a, b in pairs),
+        )
+        return len(self.marks(kind)) - before
+
+    def remove_marks(self, pairs: Iterable[tuple[str, str]], kind: str = "not_duplicate") -> int:
+        """Drop content pairs (either order); returns how many were there."""
+        before = len(self.marks(kind))
+        self.executemany(
+            "DELETE FROM marks WHERE a = ? AND b = ? AND kind = ?", ((min(a, b), max(a, b), kind) for a, b in pairs)
+        )
+        return before - len(self.marks(kind))
+
+    def ok_rows_by_path(self, paths: Sequence[str]) -> dict[str, ImageRow]:
+        """Readable rows of these paths (a few indexed reads)."""
+        cols = ", ".join(_IMAGE_COLUMNS)
+        rows = self._select_in(f"SELECT {cols} FROM images WHERE status = 'ok' AND path IN ({{marks}})", list(paths))
+        return {r[0]: ImageRow(*r) for r in rows}
+
+    def patient_salt(self, *, create: bool) -> str | None:
+        """The index's salt for patient keys (hex), made on first use when ``create``."""
+        salt = self.meta().get("patient_salt")
+        if salt is None and create:
+            salt = os.urandom(32).hex()
+            self.set_meta(patient_salt=salt)
+        return salt
+
+    def patient_keys(self) -> dict[str, str | None]:
+        """sha256 -> salted patient key (None: read, but the file has no identifier)."""
+        return {str(s): k for s, k in self.execute("SELECT sha256, key FROM patient_keys")}
+
+    def set_patient_keys(self, keys: dict[str, str | None]) -> None:
+        self.executemany("INSERT OR REPLACE INTO patient_keys(sha256, key) VALUES (?, ?)", keys.items())
+
+    def replace_image_rows(self, remove: Sequence[str], put: Sequence[ImageRow], run_id: int | None) -> None:
+        """What a dedupe action or its undo did to files, in one transaction: rows of files that left
+        their folder go, rows of files that now hold other bytes (links) or came back are written.
+        Vectors stay (an undo finds them); the next embed drops the ones nothing points at."""
+        with self.transaction():
+            self.delete_images(remove)
+            self.upsert_images(put, run_id or 0)
+
 
 def _group(rows: Iterable[tuple[Any, ...]]) -> dict[str, list[str]]:
     """(sha256, path) rows, in order, as sha256 -> its paths."""
