@@ -60,6 +60,10 @@ def here(base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     shutil.copytree(base, work, symlinks=True)
     monkeypatch.chdir(work)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    # A folder is its real path: the copy is another folder. Forget the original and index the
+    # copy, so the copy's index describes the copy alone, under the same spelling.
+    assert main(["-q", "forget", "--index", "index", str(base / "photos")]) == 0
+    assert main(["-q", "embed", "--images-dir", "photos", "--out", "index"]) == 0
     yield work
 
 
