@@ -305,7 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument(
         "--weights",
         default=None,
-        help="state-dict file; default: the packaged weights (efficientnet_lite0) or assets/weights/<backbone>*.pth",
+        help="state-dict file or a folder holding one; default: the packaged weights (efficientnet_lite0/1/2), "
+        "else <backbone>*.pth in INDEX/weights/ or assets/weights/",
     )
     embed.add_argument(
         "--recipe",

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import EmbedlabError
 from .evidence import Evidence
+from .runtime import requested_runtime
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -76,6 +77,9 @@ class WorkerSpec:
     decode_threads: int
     max_pixels: int  # embed --max-pixels: a worker must refuse the files the driver would
     log_paths: bool
+    precision: str = "fp32"
+    draft_side: int = 0  # the index's JPEG draft scale (BackboneSpec.draft_side)
+    runtime: str = "auto"  # the driver's EMBEDLAB_RUNTIME; a GPU worker always runs torch
 
 
 def import_ray() -> Any:
@@ -193,7 +197,14 @@ class EmbedWorker:
         set_determinism(spec.seed)
         install(Settings(max_pixels=spec.max_pixels, log_paths=spec.log_paths))
         weights = spec.weights if os.path.isfile(spec.weights) else None
-        backbone = load_backbone(spec.backbone, weights, spec.recipe)
+        backbone = load_backbone(
+            spec.backbone,
+            weights,
+            spec.recipe,
+            runtime="torch" if spec.gpu else spec.runtime,
+            precision=spec.precision,
+        )
+        backbone = replace(backbone, draft_side=spec.draft_side)
         if backbone.weights_sha256 != spec.weights_sha256 or backbone.signature != spec.signature:
             raise ClusterError(
                 f"worker on {socket.gethostname()} loads {backbone.signature} weights "
@@ -201,15 +212,14 @@ class EmbedWorker:
                 "put the weights file on storage every node sees, at the same path"
             )
         if spec.gpu:
-            backbone = replace(backbone, trunk=_on_gpu(backbone.trunk))
+            engine: Any = backbone.engine
+            engine.trunk = _on_gpu(engine.trunk)
         self.backbone = backbone
         self.root = spec.root
         self.node = ray.get_runtime_context().get_node_id()
         self.pool = ThreadPoolExecutor(max_workers=max(1, spec.decode_threads))
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        import torch
-
         from .backbones import TORCH_THREADS
         from .images import ImageFileInfo
         from .indexer import Job, embed_jobs
@@ -217,7 +227,11 @@ class EmbedWorker:
         # Ray Data calls this on a thread of its own, where OpenMP starts from Ray's
         # OMP_NUM_THREADS (the worker's CPU count), not from the count set in __init__:
         # pin the local run's thread count here, so the kernels are the local ones.
-        torch.set_num_threads(TORCH_THREADS)
+        # (OpenVINO fixes its thread count when the model is compiled.)
+        if self.backbone.engine.runtime == "torch":
+            import torch
+
+            torch.set_num_threads(TORCH_THREADS)
 
         records = batch.to_pylist()
         jobs = [
@@ -318,6 +332,9 @@ class RayExecutor:
             decode_threads=s.decode_threads,
             max_pixels=max_pixels,
             log_paths=log_paths,
+            precision=spec.precision,
+            draft_side=spec.decode_side,
+            runtime=requested_runtime(),
         )
         with self._connected():
             self.pool_size = self._pool_size()

@@ -36,10 +36,14 @@ _max_pixels = DEFAULT_MAX_PIXELS
 # Pillow's truncation, bomb and warning settings are process-wide: embedlab.settings
 # applies them around each command or API call, never at import.
 
-# A JPEG whose shorter side is at least twice this is decoded at 1/2, 1/4 or
-# 1/8 scale in the DCT (draft mode): the backbone sees 256 px, so 512 px keep
-# a 2x margin while a 24 MP photo decodes several times faster in far less memory.
+# A large JPEG is decoded at 1/2, 1/4 or 1/8 scale in the DCT (draft mode): the
+# smallest scale whose short side still holds the backbone's resize (``draft_side``,
+# 256 px for Lite0) and whose long side still holds DRAFT_MIN_LONG, the largest
+# picture the same-picture evidence looks at (evidence.ORB_MAX_SIDE). A 24 MP photo
+# decodes several times faster in far less memory. Indexes made before the scale
+# followed the backbone keep their 512 px short side (registry.LEGACY_DRAFT_SIDE).
 DRAFT_MIN_SIDE = 512
+DRAFT_MIN_LONG = 512
 
 # Decoding memory. A small file can hold a huge picture (a 381 KB PNG of 14000x14000 16-bit
 # grey), and every mode conversion of it used to copy it at up to 8 bytes a pixel (6 GB).
@@ -467,13 +471,14 @@ class _InMemory(io.BytesIO):
         return repr(self.name)
 
 
-def decode(path: str | os.PathLike[str], data: bytes | None = None) -> Decoded:
+def decode(path: str | os.PathLike[str], data: bytes | None = None, draft_side: int = DRAFT_MIN_SIDE) -> Decoded:
     """Open an image fully, apply EXIF orientation and return RGB pixels.
 
     The file is read once (or ``data``, its bytes already read, is used) and
-    decoded from memory. Raises ImageError with a one-line reason for anything
-    unreadable: decoders fail in many ways on damaged files, and one bad file
-    must never stop a run.
+    decoded from memory; a large JPEG keeps at least ``draft_side`` pixels on its
+    short side (and DRAFT_MIN_LONG on its long side). Raises ImageError with a
+    one-line reason for anything unreadable: decoders fail in many ways on
+    damaged files, and one bad file must never stop a run.
     """
     try:
         if data is None:
@@ -481,7 +486,7 @@ def decode(path: str | os.PathLike[str], data: bytes | None = None) -> Decoded:
         head = data[: dicom.PREAMBLE_BYTES]
         if dicom.is_dicom(path, image_extensions(), head=head):
             return _decode_dicom(path, data)
-        return _decode_pillow(path, data)
+        return _decode_pillow(path, data, draft_side)
     except ImageError:
         raise
     except Exception as exc:  # OSError, SyntaxError, struct.error, MemoryError, ...
@@ -490,7 +495,7 @@ def decode(path: str | os.PathLike[str], data: bytes | None = None) -> Decoded:
         raise ImageError(f"{type(exc).__name__}: {_one_line(exc, path)}") from None
 
 
-def _decode_pillow(path: str | os.PathLike[str], data: bytes) -> Decoded:
+def _decode_pillow(path: str | os.PathLike[str], data: bytes, draft_side: int = DRAFT_MIN_SIDE) -> Decoded:
     if not data:
         raise ImageError("empty file (0 bytes)")
     with Image.open(_InMemory(data, path)) as img:
@@ -499,8 +504,8 @@ def _decode_pillow(path: str | os.PathLike[str], data: bytes) -> Decoded:
         width, height = img.size
         frames = int(getattr(img, "n_frames", 1) or 1)
         img.seek(0)
-        if fmt == "JPEG" and min(width, height) >= 2 * DRAFT_MIN_SIDE:
-            scale = DRAFT_MIN_SIDE / min(width, height)
+        scale = max(draft_side / max(1, min(width, height)), DRAFT_MIN_LONG / max(1, width, height))
+        if fmt == "JPEG" and scale <= 0.5:
             img.draft(None, (max(1, int(width * scale)), max(1, int(height * scale))))
         if img.width * img.height > _max_pixels:
             raise ImageError(
@@ -644,6 +649,8 @@ def _bottom_band(rgb: np.ndarray) -> float:
     if height < 8 or rgb.shape[1] < 2:
         return 0.0
     colour = rgb[-1].mean(axis=0)
+    if not (np.abs(rgb[-1] - colour).max(axis=1) <= BAND_LEVELS).all():
+        return 0.0  # the last row is not flat: no band (most pictures; skips the full-frame pass)
     flat = np.abs(rgb - colour).max(axis=2) <= BAND_LEVELS  # (h, w): pixel has the last row's colour
     rows = flat.all(axis=1)
     if not rows[-1]:

@@ -46,7 +46,14 @@ from .images import (
 )
 from .progress import Progress
 from .provenance import versions
-from .registry import DEFAULT_BACKBONE, BackboneSpec, backbone_spec
+from .registry import (
+    DEFAULT_BACKBONE,
+    LEGACY_DRAFT_SIDE,
+    BackboneSpec,
+    backbone_spec,
+    explicit_precision,
+    weights_folders,
+)
 from .store import DB_NAME, LOCK_NAME, ImageRow, IndexMismatch, Store
 
 if TYPE_CHECKING:  # the model code imports torch: only where a model runs
@@ -90,6 +97,7 @@ class EmbedReport:
     unlisted_folders: int = 0  # folders that could not be listed: their indexed files are kept, not removed
     backbone: str = ""
     recipe: str = ""
+    runtime: str = ""  # the engine that computed this run's vectors (empty: none loaded)
     dim: int = 0
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
@@ -101,10 +109,24 @@ class EmbedReport:
 
 
 def check_compatible(store: Store, spec: BackboneSpec) -> None:
-    """Refuse to mix vectors of two recipes in one index."""
+    """Refuse to mix vectors of two recipes, weights or precisions in one index.
+
+    Runtimes of one precision may share an index: fp32 OpenVINO and fp32 torch
+    vectors of the same image differ by about 1e-5 in cosine (tested below 2e-5),
+    far below any score this tool prints or thresholds on, so an index built with
+    torch keeps working where OpenVINO is installed. bf16 moves vectors far more
+    (1 - cosine up to 0.07 against torch, measured) and is a different signature.
+    """
     meta = store.meta()
     if "signature" not in meta:
         return
+    held = meta.get("precision", "fp32")
+    if meta["signature"] != spec.signature and held != spec.precision:
+        raise IndexMismatch(
+            f"index holds {held} vectors but this run computes {spec.precision} (EMBEDLAB_PRECISION); "
+            "precisions are never mixed in one index",
+            hint=Hint("other_precision"),
+        )
     if meta["signature"] != spec.signature:
         # Name what differs: the backbone, else the recipe (the signature's middle part).
         if meta.get("backbone") and meta["backbone"] != spec.name:
@@ -123,11 +145,27 @@ def check_compatible(store: Store, spec: BackboneSpec) -> None:
         )
 
 
-def resolve_spec(store: Store, name: str | None, weights: str | None, recipe: str | None = None) -> BackboneSpec:
-    """The index's own backbone and recipe unless the user names one (which must then match); no torch."""
+def resolve_spec(
+    store: Store, name: str | None, weights: str | None, recipe: str | None = None, precision: str | None = None
+) -> BackboneSpec:
+    """The index's own backbone, recipe and precision unless the user names one (which must then match); no torch.
+
+    Local weights are looked for in ``INDEX/weights`` and the documented folders
+    (``registry.weights_folders``), preferring the file the index was built with."""
     meta = store.meta()
     chosen = name or meta.get("backbone") or DEFAULT_BACKBONE
-    spec = backbone_spec(chosen, weights, recipe or meta.get("recipe") or DEFAULT_RECIPE)
+    prefer = meta.get("weights_file") if chosen == meta.get("backbone") else None
+    spec = backbone_spec(
+        chosen,
+        weights,
+        recipe or meta.get("recipe") or DEFAULT_RECIPE,
+        folders=weights_folders(store.dir),
+        prefer=prefer,
+        precision=precision or explicit_precision() or meta.get("precision"),
+    )
+    # JPEG draft scale: what the index was made with (an index older than the key: 512 px).
+    side = meta.get("draft_side") or (str(LEGACY_DRAFT_SIDE) if "signature" in meta else "")
+    spec = replace(spec, draft_side=int(side) if side else spec.decode_side)
     check_compatible(store, spec)
     return spec
 
@@ -192,7 +230,7 @@ def decode_job(backbone: Backbone, root: str, job: Job) -> DecodedJob:
         log.warning("%s: changed while embedding; stored as its new content", path_token(info.path))
     info = replace(info, size=len(data), mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns)
     try:
-        image = decode(info.abspath, data)
+        image = decode(info.abspath, data, backbone.decode_side)
         prepared = backbone.prepare(image.rgb)
         evidence = compute_evidence(image.rgb)
     except ImageError as exc:
@@ -436,7 +474,8 @@ def _sync(
 
         set_determinism(seed)
         report.timings["load_model"] = time.perf_counter() - t0
-        _record_signature(store, spec)
+        _record_signature(store, spec, backbone.runtime)
+        report.runtime = backbone.runtime
     store.ensure_vec_index(spec.dim)
 
     with store.transaction():
@@ -599,7 +638,9 @@ def _restat(row: ImageRow, info: ImageFileInfo | ImageRow) -> ImageRow:
     return replace(row, path=info.path, size=info.size, mtime_ns=info.mtime_ns, ctime_ns=info.ctime_ns)
 
 
-def _record_signature(store: Store, spec: BackboneSpec) -> None:
+def _record_signature(store: Store, spec: BackboneSpec, runtime: str) -> None:
+    """The index's making; ``runtimes`` lists every engine that has written vectors into it."""
+    runtimes = [r for r in store.meta().get("runtimes", "").split(",") if r]
     store.set_meta(
         backbone=spec.name,
         recipe=spec.recipe.name,
@@ -607,6 +648,9 @@ def _record_signature(store: Store, spec: BackboneSpec) -> None:
         weights_sha256=spec.weights_sha256,
         weights_file=spec.weights_path.name,
         dim=str(spec.dim),
+        precision=spec.precision,
+        draft_side=str(spec.decode_side),
+        runtimes=",".join(sorted(set(runtimes) | {runtime})),
     )
 
 
@@ -693,7 +737,7 @@ def embed_paths(backbone: Backbone, paths: Sequence[Path], batch_size: int = 32)
         slots: list[int] = []
         for path in chunk:
             try:
-                prepared.append(backbone.prepare(decode(path).rgb))
+                prepared.append(backbone.prepare(decode(path, draft_side=backbone.decode_side).rgb))
                 slots.append(len(out))
                 out.append("")
             except ImageError as exc:
@@ -740,7 +784,7 @@ def query_vectors(
         images: dict[int, Image.Image] = {}
         for i in missing[start : start + batch_size]:
             try:
-                images[i] = decode(paths[i]).rgb
+                images[i] = decode(paths[i], draft_side=spec.decode_side).rgb
             except ImageError as exc:  # unreadable queries need no model either
                 out[i] = str(exc)
         if images:

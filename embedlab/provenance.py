@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import __version__
 
-_PACKAGES = ("torch", "torchvision", "timm", "numpy", "pillow", "pydicom", "sqlite-vec", "apsw")
+_PACKAGES = ("torch", "torchvision", "timm", "openvino", "numpy", "pillow", "pydicom", "sqlite-vec", "apsw")
 
 
 def versions() -> dict[str, str]:

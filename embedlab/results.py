@@ -49,7 +49,7 @@ class EmbedResult(Result):
     metrics: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        summary = {k: v for k, v in vars(self.report).items() if k not in ("timings", "run_id")}
+        summary = {k: v for k, v in vars(self.report).items() if k not in ("timings", "run_id", "runtime")}
         summary["timings"] = {k: round(v, 3) for k, v in self.report.timings.items()}
         summary["index"] = str(self.database)
         return summary

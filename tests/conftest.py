@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
+import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,6 +16,14 @@ import skimage
 from PIL import Image
 
 from embedlab.cli import main
+
+# One fresh model cache per test session (subprocess tests inherit it): the first
+# model load converts, every later one, in this process or another, reads the cache.
+_CACHE = tempfile.mkdtemp(prefix="embedlab-test-cache-")
+atexit.register(shutil.rmtree, _CACHE, True)
+os.environ["EMBEDLAB_CACHE"] = _CACHE
+for _var in ("EMBEDLAB_RUNTIME", "EMBEDLAB_PRECISION"):
+    os.environ.pop(_var, None)
 
 if TYPE_CHECKING:  # the fast tier (tests/fast) must not import torch
     from embedlab.backbones import Backbone

@@ -29,7 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 _HEAVY = re.compile(r"^import time:.*\|\s*(torch|timm|torchvision)$", re.MULTILINE)
 
 
-def run_cli(*args: str, cwd: Path) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+def run_cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> tuple[subprocess.CompletedProcess[str], set[str]]:
     """Run embedlab in a fresh interpreter; also return which heavy packages it imported."""
     proc = subprocess.run(
         [sys.executable, "-X", "importtime", str(ROOT / "embedlab.py"), *args],
@@ -37,6 +39,7 @@ def run_cli(*args: str, cwd: Path) -> tuple[subprocess.CompletedProcess[str], se
         capture_output=True,
         text=True,
         timeout=300,
+        env=None if env is None else os.environ | env,
     )
     return proc, set(_HEAVY.findall(proc.stderr))
 
@@ -59,12 +62,23 @@ def test_unchanged_rerun_loads_no_model(indexed: Path) -> None:
     assert "load_model" not in summary["timings"]
     assert heavy == set()
 
-    # Something new to embed: now the model is loaded, once.
+    # Something new to embed: the model is loaded, from the converted-model cache the
+    # in-process embed filled, so still without torch.
     small(skimage_image("moon"), 128).save(indexed / "imgs" / "moon.png")
     proc, heavy = run_cli("embed", "--images-dir", "./imgs", "--out", "./index", "--json", cwd=indexed)
     assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["embedded_vectors"] == 1 and "load_model" in summary["timings"]
+    assert heavy == set()
+
+    # A cold cache: torch and timm build the model once, to convert it.
+    small(skimage_image("coins"), 100).save(indexed / "imgs" / "coins_small.png")
+    cold = {"EMBEDLAB_CACHE": str(indexed / "cold-cache")}
+    proc, heavy = run_cli("embed", "--images-dir", "./imgs", "--out", "./index", "--json", cwd=indexed, env=cold)
+    assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["embedded_vectors"] == 1
     assert {"torch", "timm"} <= heavy
+    assert list((indexed / "cold-cache" / "models").glob("efficientnet_lite0-*/model.xml"))
 
 
 def test_a_changed_weights_file_is_refused_without_loading_a_model(indexed: Path) -> None:
@@ -97,11 +111,12 @@ def test_queries_the_index_has_seen_need_no_model(indexed: Path, backbone: Backb
     assert broken["results"] == [] and "error" in broken
     assert coffee["results"][0] == {"path": "imgs/coffee.png", "score": 1.0}
 
-    # A query it has not seen: the model is loaded, and the seen query's answer is unchanged.
+    # A query it has not seen: the model is loaded (from the converted-model cache: no
+    # torch), and the seen query's answer is unchanged.
     small(skimage_image("chelsea"), 128).convert("RGB").save(queries / "new_cat.png")
     proc, heavy = run_cli("search", "--index", "./index", "--query-dir", "./queries", "--k", "2", "--json", cwd=indexed)
     assert proc.returncode == 0, proc.stderr
-    assert {"torch", "timm"} <= heavy
+    assert heavy == set()
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [Path(r["query"]).name for r in lines] == ["broken.jpg", "new_cat.png", "renamed_coffee.png"]
     assert lines[1]["results"][0]["score"] < 1.0 and lines[2] == coffee

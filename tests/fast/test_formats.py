@@ -150,6 +150,20 @@ def test_large_jpeg_is_decoded_in_draft_mode_but_keeps_its_size(tmp_path: Path) 
     assert decode(tmp_path / "mid.jpg").rgb.size == (1000, 750)
 
 
+def test_draft_scale_follows_the_backbone_input_and_the_evidence_size(tmp_path: Path) -> None:
+    camera = skimage_image("astronaut").convert("RGB").resize((3000, 2000), Image.Resampling.BICUBIC)
+    camera.save(tmp_path / "camera.jpg", quality=90)
+    # Lite0 resizes to 256: 1/4 keeps 750x500 (1/8 would leave a 375 px long side, under
+    # the 512 px that the same-picture evidence looks at).
+    decoded = decode(tmp_path / "camera.jpg", draft_side=256)
+    assert decoded.rgb.size == (750, 500) and (decoded.width, decoded.height) == (3000, 2000)
+    assert decode(tmp_path / "camera.jpg").rgb.size == (1500, 1000)  # the rule before: short side >= 512
+    wide = skimage_image("astronaut").convert("RGB").resize((4096, 1024), Image.Resampling.BICUBIC)
+    wide.save(tmp_path / "wide.jpg", quality=90)
+    assert decode(tmp_path / "wide.jpg", draft_side=256).rgb.size == (1024, 256)
+    assert decode(tmp_path / "wide.jpg", draft_side=292).rgb.size == (2048, 512)  # Lite2's resize
+
+
 def test_exif_rotated_large_jpeg_reports_the_viewed_size(tmp_path: Path) -> None:
     img = Image.new("RGB", (2400, 1200), (120, 80, 40))
     exif = Image.Exif()
