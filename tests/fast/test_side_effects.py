@@ -62,3 +62,11 @@ def test_settings_apply_inside_the_scope_and_are_restored_after() -> None:
     assert list(warnings.filters) == filters
     assert Image.MAX_IMAGE_PIXELS == bomb  # noqa: SIM300
     assert logging.getLogger("pydicom").propagate
+
+
+def test_the_readme_design_section_lists_every_module() -> None:
+    """A newcomer reads the pipeline off the README: a module it does not list is one nobody finds."""
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text()
+    modules = sorted(p.name for p in (root / "embedlab").glob("*.py") if p.name != "__main__.py")
+    assert [m for m in modules if f"embedlab/{m}" not in readme] == []
