@@ -419,38 +419,25 @@ def _act(
         "mtime_ns": st.st_mtime_ns,
         "atime_ns": st.st_atime_ns,
     }
-    if action == "move":
+    if action == "move" or (action == "trash" and dest is not None):
+        # trash with --dest: a folder of the user's choosing, so a move with the layout kept
         if dest is None:
             raise UsageError("needs a destination folder", subject="dest")
-        target = layout_path(os.path.abspath(dest), row.path)
-        if target.exists() or target.is_symlink():
-            raise UsageError(f"{path_token(os.fspath(target))} already exists; choose an empty destination")
+        target = _free_target(dest, row.path)
         record.update(to=os.fspath(target))
         journal.write(record)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(os.fspath(src), target)
     elif action == "trash":
-        if dest is not None:  # a folder of the user's choosing: a move with the layout kept
-            target = layout_path(os.path.abspath(dest), row.path)
-            if target.exists() or target.is_symlink():
-                raise UsageError(f"{path_token(os.fspath(target))} already exists; choose an empty destination")
-            record.update(to=os.fspath(target))
-            journal.write(record)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(os.fspath(src), target)
-        else:
-            journal.write({**record, "trash": os.fspath(trash_folder(os.fspath(src)))})
-            target, info = _trash(src)
-            record.update(to=os.fspath(target), info=os.fspath(info))
+        journal.write({**record, "trash": os.fspath(trash_folder(os.fspath(src)))})
+        target, info = _trash(src)
+        record.update(to=os.fspath(target), info=os.fspath(info))
     else:  # hardlink, symlink: the file becomes a link to the keeper
         keeper_abs = os.path.abspath(fs_path(keeper.path))
         same_bytes = row.sha256 == keeper.sha256
         record.update(keeper=keeper_abs, same_bytes=same_bytes)
         if not same_bytes:
-            target = layout_path(os.path.abspath(held), row.path)
-            if target.exists() or target.is_symlink():
-                raise UsageError(f"{path_token(os.fspath(target))} already exists; choose an empty destination")
-            record.update(held=os.fspath(target))
+            record.update(held=os.fspath(_free_target(held, row.path)))
         journal.write(record)
         tmp = src.with_name(f".{src.name}.embedlab-link")
         tmp.unlink(missing_ok=True)
@@ -465,6 +452,14 @@ def _act(
         os.replace(tmp, src)
     journal.write({"done": step, **({"to": record["to"], "info": record["info"]} if "info" in record else {})})
     return record
+
+
+def _free_target(folder: str | os.PathLike[str], path: str) -> Path:
+    """Where ``path`` goes under ``folder`` with its layout kept; refused if something is already there."""
+    target = layout_path(os.path.abspath(folder), path)
+    if target.exists() or target.is_symlink():
+        raise UsageError(f"{path_token(os.fspath(target))} already exists; choose an empty destination")
+    return target
 
 
 # -- undo -------------------------------------------------------------------------------
