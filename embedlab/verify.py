@@ -82,8 +82,8 @@ class PairEvidence:
 
         The agreement is the weaker of the whole picture's (grey levels or ranks,
         whichever is better) and its fine detail's: look-alikes (two shirts of one
-        class, neighbouring scan slices) agree on their outline and not on their
-        detail, noisy copies the other way round, and one picture agrees on both.
+        class, neighbouring scan slices) agree on their broad layout far better
+        than on their detail, and one picture, edited, agrees on both.
         Not the cosine: a noisy or heavily compressed copy of a small picture can sit
         at 0.6 cosine from its source while its pixels still agree (bench/dupbench.py).
         """
@@ -117,10 +117,10 @@ def normalised_thumb(thumb: np.ndarray) -> tuple[np.ndarray, bool]:
     Ranks make the comparison blind to monotone tone changes (gamma, brightness,
     contrast); grey levels keep it steady where noise breaks the ties of a flat
     background, which scrambles ranks (small pictures on black, scans). Fine
-    detail (a difference of Gaussians, DETAIL_SIGMA) leaves out the silhouette
-    that look-alikes share: two shirts of one catalogue agree on their outline,
-    not on their folds and print. A flat thumbnail is left at zero so it matches
-    nothing by structure.
+    detail (a difference of Gaussians, DETAIL_SIGMA) leaves out the broad light
+    and dark layout that look-alikes share: two shirts of one catalogue agree on
+    their shape far better than on their folds and print. A flat thumbnail is
+    left at zero so it matches nothing by structure.
     """
     import cv2
 

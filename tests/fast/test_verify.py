@@ -1,0 +1,58 @@
+"""The pixel channel on real pictures: one picture edited agrees on its detail, a look-alike only on its outline."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageFilter
+from skimage import data
+
+from embedlab import evidence
+from embedlab.duplicates import Verifier
+
+
+def _grey(picture: np.ndarray, side: int = 128) -> np.ndarray:
+    return np.asarray(Image.fromarray(picture).convert("L").resize((side, side)), dtype=np.float64)
+
+
+def _blur(grey: np.ndarray, sigma: float) -> np.ndarray:
+    return np.asarray(Image.fromarray(grey.astype(np.uint8)).filter(ImageFilter.GaussianBlur(sigma)), dtype=np.float64)
+
+
+def _picture(grey: np.ndarray) -> Image.Image:
+    return Image.fromarray(np.clip(grey, 0, 255).astype(np.uint8)).convert("RGB")
+
+
+def _noisy(picture: Image.Image, sigma: float, seed: int = 0) -> Image.Image:
+    pixels = np.asarray(picture, dtype=np.float64)
+    noise = np.random.default_rng(seed).normal(0.0, sigma, pixels.shape)
+    return Image.fromarray(np.clip(pixels + noise, 0, 255).astype(np.uint8))
+
+
+def test_a_noisy_copy_agrees_on_detail_and_a_look_alike_does_not() -> None:
+    # A look-alike: the original's broad light and dark layout, another picture's fine detail
+    # (what two shirts of one catalogue, or two nearby slices of one scan, have in common).
+    camera, grass = _grey(data.camera()), _grey(data.grass())
+    broad = _blur(camera, 6.0)
+    original = _picture(camera)
+    copy = _noisy(original, 12.0)
+    look_alike = _picture(broad + 1.5 * (grass - _blur(grass, 6.0)))
+    ev = [evidence.compute(p) for p in (original, copy, look_alike)]
+    verifier = Verifier(ev)
+    same = verifier.pair(0, 1, 0.9)
+    other = verifier.pair(0, 2, 0.9)
+    assert same is not None and other is not None
+    # Both agree on the whole picture's grey levels ...
+    assert min(same.pixel, other.pixel) > 0.6
+    # ... only the copy agrees on what is inside it.
+    assert same.detail > 0.8 > 0.5 > other.detail
+    assert verifier.link(0, 1, 0.9).score > verifier.link(0, 2, 0.9).score
+    assert verifier.link(0, 2, 0.9).score < 0.5
+
+
+def test_the_detail_channel_of_a_flat_picture_is_empty() -> None:
+    from embedlab.verify import normalised_thumb
+
+    channels, flat = normalised_thumb(np.full((64, 64), 128, dtype=np.uint8))
+    assert flat and channels.shape == (3, 64, 64) and not channels.any()
+    channels, flat = normalised_thumb(np.asarray(Image.fromarray(data.camera()).resize((64, 64))))
+    assert not flat and np.allclose(np.linalg.norm(channels.reshape(3, -1), axis=1), 1.0, atol=1e-5)
