@@ -505,6 +505,9 @@ class Index:
                 "dim": int(meta["dim"]),
                 "weights_file": meta.get("weights_file"),
                 "weights_sha256": meta.get("weights_sha256"),
+                # Every inference engine that wrote vectors here, and their precision (issue 15).
+                "runtimes": [r for r in meta.get("runtimes", "").split(",") if r],
+                "precision": meta.get("precision", "fp32"),
                 **store.summary(),
                 "roots": _folder_list(store),
                 "failures": [{"path": p, "error": e} for p, e in store.errors()],

@@ -756,6 +756,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"index            {info['index']} ({info['database_bytes'] / 1e6:.1f} MB, schema v{info['schema_version']})")
     print(f"backbone         {info['backbone']} (recipe {info['recipe']}, dim {info['dim']})")
     print(f"weights          {info['weights_file']} sha256 {str(info['weights_sha256'])[:12]}")
+    print(f"runtime          {', '.join(info['runtimes']) or 'not recorded (an index made before runtimes were)'}")
     print(f"images           {info['images']} in {info['folders']} folder(s), {info['unique_vectors']} unique vectors")
     for item in info["roots"]:
         state = "" if item["exists"] else "  (no longer exists: embedlab forget)"

@@ -263,6 +263,15 @@ def test_info_lists_counts_runs_failures_and_size(
     assert main(["info", "--index", "idx", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert (info["backbone"], info["recipe"], info["dim"]) == ("efficientnet_lite0", "hybrid", 1347)
+    assert (
+        info["precision"] == "fp32"
+        and len(info["runtimes"]) == 1
+        and info["runtimes"][0].split()[0]
+        in {
+            "openvino",
+            "torch",
+        }
+    )
     assert (info["images"], info["unique_vectors"], info["failed"], info["folders"]) == (3, 2, 1, 1)
     assert [f["path"] for f in info["failures"]] == ["images/bad.jpg"]
     assert info["runs"] == {"analyze": 1, "embed": 1}
@@ -274,6 +283,7 @@ def test_info_lists_counts_runs_failures_and_size(
     assert main(["info", "--index", "idx"]) == 0
     text = capsys.readouterr().out
     assert "images           3 in 1 folder(s), 2 unique vectors" in text and "images/bad.jpg" in text
+    assert f"runtime          {info['runtimes'][0]}\n" in text
 
 
 def test_metrics_out_and_the_runs_table_agree(work: Path, photo_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
