@@ -39,7 +39,7 @@ PIXEL_BLOCK = 1024  # candidate pairs whose thumbnails are compared in one NumPy
 FLAT_TONE = 2.0  # grey levels between two flat pictures that are still one
 SAME_PIXELS_NCC = 0.985  # thumbnails this close under no move: the same pixels, re-encoded or resized
 
-# Fitted by bench/dupbench.py --fit on the tuning half; see docs/SCORES.md.
+# Fitted by bench/dupbench.py --fit on the tuning half; see docs/BENCHMARKS.md ("Same picture").
 MODEL = Model(
     pixel=Logistic(weights=(1.2634, 0.4552), bias=-2.3259),
     geometry=Logistic(weights=(1.8957, 13.7146, 1.0967, 3.6317, -6.7484, -0.3154), bias=-6.7583),

@@ -41,7 +41,7 @@ GEOMETRY_COSINE = 0.0  # no cosine gate: one at 0.55 lost rotated textures of th
 COARSE_SIDE = 16  # thumbnails are compared at this size first
 COARSE_FLOOR = 0.6  # and at full size only where they agree this well at 16 px
 FLAT_STD = 2.0  # grey levels: a thumbnail this flat has no structure to compare
-DETAIL_SIGMA = (1.0, 3.0)  # thumbnail pixels: the band of fine detail compared apart from the outline
+DETAIL_SIGMA = (1.0, 3.0)  # thumbnail pixels: the band of fine detail, compared apart from the broad layout
 
 # The eight flips and quarter turns of a square thumbnail, and what they mean for the picture.
 DIHEDRAL: tuple[tuple[str, int, bool], ...] = (
@@ -70,7 +70,7 @@ class PairEvidence:
     flat: bool  # both thumbnails have no structure (blank images)
     pixel_rank: float = -1.0  # NCC of their ranks under the same move (blind to tone curves)
     side: int = 0  # the smaller picture's shorter side, in pixels
-    detail: float = -1.0  # NCC of their fine detail under the same move (blind to a shared outline)
+    detail: float = -1.0  # NCC of their fine detail under the same move (blind to a shared broad layout)
 
     @property
     def fitted(self) -> bool:
