@@ -3,6 +3,7 @@
     python bench/dupset.py                       # build the collection once (bench/.cache/dupset)
     python bench/dupbench.py --fit               # fit the verifier's model on the tune half, print it
     python bench/dupbench.py                     # report: tune and holdout halves, peers side by side
+    python bench/dupbench.py --why               # where each kind's true pairs are lost (a diagnosis, per half)
 
 The collection is split by source image; the model constants shipped in
 embedlab/duplicates.py come from ``--fit`` on the tune half only, so the
@@ -72,7 +73,7 @@ def item_label(paths_a: list[str], paths_b: list[str], group_of: dict[str, int])
     return any(group_of.get(p) in ga for p in paths_b)
 
 
-def candidates_for(data: dict[str, Any], k: int, floor: float) -> list[tuple[int, int, float]]:
+def candidates_for(data: dict[str, Any], k: int, floor: float) -> list[dup.Candidate]:
     hood = neighbourhood(data["matrix"], k, 2.0)
     return dup.candidate_pairs(hood.index, hood.sim, k=k, floor=floor)
 
@@ -165,12 +166,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--halves", default="tune,holdout")
     parser.add_argument("--recipe", default=DEFAULT_RECIPE, help="vector recipe of the indexes (default: embedlab's)")
     parser.add_argument("--peers", default="phash,imagededup,fastdup,cosine")
+    parser.add_argument("--why", action="store_true", help="per kind, the stage where each true pair is lost")
     args = parser.parse_args(argv)
     os.environ.setdefault("SENTRY_OPT_OUT", "1")
 
     if args.fit:
         model = cmd_fit(load_half("tune", args.dataset, args.recipe), args.k, args.floor)
         print(model)
+        return 0
+
+    if args.why:
+        for half in args.halves.split(","):
+            print(f"\n### {half} half: where true pairs are lost\n")
+            print(why_table(load_half(half, args.dataset, args.recipe), args.threshold, args.k, args.floor))
         return 0
 
     from dupscore import markdown_table, score_groups
@@ -187,6 +195,47 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n### {half} half ({len(data['truth']['images'])} images)\n")
         print(markdown_table(rows))
     return 0
+
+
+STAGES = ("verified", "not_proposed", "no_keypoint_fit", "fit_failed", "fit_too_weak", "pixels_too_weak")
+
+
+def loss_stage(m: PairEvidence, rank: int, probability: float, threshold: float) -> str:
+    """Where a proposed true pair was lost: the stage to improve for it (pixel agreement >= 0.9 counts as pixels)."""
+    if probability >= threshold:
+        return "verified"
+    if max(m.pixel, m.pixel_rank) >= 0.9:
+        return "pixels_too_weak"  # aligned thumbnails agree, but not enough for the pixel channel
+    if m.inliers > 0:
+        return "fit_too_weak"  # a keypoint fit was found, and scored below the threshold
+    return "no_keypoint_fit" if rank >= dup.GEOMETRY_RANK else "fit_failed"
+
+
+def why_table(data: dict[str, Any], threshold: float, k: int, floor: float) -> str:
+    """Per planted kind, how many true pairs end at each stage (proposal, keypoint fit, scoring)."""
+    cands = candidates_for(data, k, floor)
+    measured = measured_pairs(data, cands)
+    have = [n for n, m in enumerate(measured) if m is not None]
+    probability = dict(zip(have, dup.MODEL.probability([measured[n] for n in have]), strict=True))  # type: ignore[misc]
+    by_pair = {(c[0], c[1]): n for n, c in enumerate(cands)}
+    index_of = {p: i for i, ps in enumerate(data["paths"]) for p in ps}
+    counts: dict[str, dict[str, int]] = {}
+    for group in data["truth"]["duplicate_groups"]:
+        items = sorted({index_of[p] for p in group["paths"] if p in index_of})
+        row = counts.setdefault(group["kind"], dict.fromkeys(STAGES, 0))
+        for n, a in enumerate(items):
+            for b in items[n + 1 :]:
+                c = by_pair.get((a, b))
+                m = None if c is None else measured[c]
+                if c is None or m is None:
+                    row["not_proposed"] += 1
+                else:
+                    row[loss_stage(m, cands[c][3], float(probability[c]), threshold)] += 1
+    total = {s: sum(r[s] for r in counts.values()) for s in STAGES}
+    lines = ["| kind | " + " | ".join(STAGES) + " |", "|---|" + "---:|" * len(STAGES)]
+    for kind, row in [*sorted(counts.items()), ("all", total)]:
+        lines.append(f"| {kind} | " + " | ".join(str(row[s]) for s in STAGES) + " |")
+    return "\n".join(lines)
 
 
 def copy_queries(half: str, dataset: Path, recipe: str) -> dict[str, dict[str, Any]]:
