@@ -83,21 +83,25 @@ def measured_pairs(data: dict[str, Any], cands: list[dup.Candidate]) -> list[Pai
     return verifier.measure_all(cands, threads=2)
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, iters: int = 50) -> tuple[np.ndarray, float]:
-    """Newton's method on the L2-penalised log-likelihood (bias unpenalised)."""
-    xb = np.hstack([x, np.ones((len(x), 1))])
+def fit_logistic(
+    x: np.ndarray, y: np.ndarray, l2: float = 1e-2, iters: int = 50, offset: np.ndarray | None = None, bias: bool = True
+) -> tuple[np.ndarray, float]:
+    """Newton's method on the L2-penalised log-likelihood (bias unpenalised), on top of a fixed ``offset`` logit."""
+    xb = np.hstack([x, np.ones((len(x), 1))]) if bias else x
     w = np.zeros(xb.shape[1])
     penalty = np.full(xb.shape[1], l2)
-    penalty[-1] = 0.0
+    if bias:
+        penalty[-1] = 0.0
+    base = np.zeros(len(x)) if offset is None else offset
     for _ in range(iters):
-        p = 1.0 / (1.0 + np.exp(-(xb @ w)))
+        p = 1.0 / (1.0 + np.exp(-(base + xb @ w)))
         grad = xb.T @ (p - y) + penalty * w
         hess = (xb * (p * (1 - p))[:, None]).T @ xb + np.diag(penalty)
         step = np.linalg.solve(hess, grad)
         w -= step
         if np.abs(step).max() < 1e-8:
             break
-    return w[:-1], float(w[-1])
+    return (w[:-1], float(w[-1])) if bias else (w, 0.0)
 
 
 def groups_as_paths(data: dict[str, Any], groups: list[dup.Group]) -> list[list[str]]:
@@ -122,7 +126,12 @@ def cmd_fit(data: dict[str, Any], k: int, floor: float) -> Model:
     keep = [(m, y) for m, y in keep if m is not None]
     report_candidates(data, cands)
     y = np.array([float(v) for _, v in keep])
-    w_pix, b_pix = fit_logistic(np.stack([m.pixel_features() for m, _ in keep]), y)
+    # Two steps: agreement and size on every pair, then the tiny pictures' extra agreement on top of
+    # that fit (fitted jointly, the tiny term would also make every large picture stricter).
+    x_pix = np.stack([m.pixel_features() for m, _ in keep])
+    w_main, b_pix = fit_logistic(x_pix[:, :2], y)
+    w_tiny, _ = fit_logistic(x_pix[:, 2:], y, offset=x_pix[:, :2] @ w_main + b_pix, bias=False)
+    w_pix = np.concatenate([w_main, w_tiny])
     fitted = [(m, v) for m, v in keep if m.fitted]
     y_geo = np.array([float(v) for _, v in fitted])
     w_geo, b_geo = fit_logistic(np.stack([m.geometry_features() for m, _ in fitted]), y_geo)

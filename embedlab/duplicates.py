@@ -41,7 +41,7 @@ SAME_PIXELS_NCC = 0.985  # thumbnails this close under no move: the same pixels,
 
 # Fitted by bench/dupbench.py --fit on the tuning half; see docs/BENCHMARKS.md ("Same picture").
 MODEL = Model(
-    pixel=Logistic(weights=(1.2634, 0.4552), bias=-2.3259),
+    pixel=Logistic(weights=(1.2634, 0.4552, 16.049), bias=-2.3259),
     geometry=Logistic(weights=(1.8957, 13.7146, 1.0967, 3.6317, -6.7484, -0.3154), bias=-6.7583),
 )
 # For a pair where one side has no evidence (an index embedded before evidence existed).

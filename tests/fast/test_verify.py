@@ -56,3 +56,27 @@ def test_the_detail_channel_of_a_flat_picture_is_empty() -> None:
     assert flat and channels.shape == (3, 64, 64) and not channels.any()
     channels, flat = normalised_thumb(np.asarray(Image.fromarray(data.camera()).resize((64, 64))))
     assert not flat and np.allclose(np.linalg.norm(channels.reshape(3, -1), axis=1), 1.0, atol=1e-5)
+
+
+def test_a_noisy_copy_of_a_tiny_picture_is_verified_on_its_pixels_and_a_tiny_look_alike_is_not() -> None:
+    # 28 px pictures (a Fashion-MNIST item's size): below the thumbnail's side, so the size term alone
+    # would ask their copies for an agreement that noise never leaves them.
+    from dataclasses import replace
+
+    from embedlab.duplicates import MODEL
+
+    astronaut, grass = _grey(data.astronaut(), 28), _grey(data.grass(), 28)
+    original = _picture(astronaut)
+    copy = _noisy(original, 25.0)
+    look_alike = _picture(_blur(astronaut, 3.0) + 1.5 * (grass - _blur(grass, 3.0)))
+    verifier = Verifier([evidence.compute(p) for p in (original, copy, look_alike)])
+    same, other = verifier.pair(0, 1, 0.8), verifier.pair(0, 2, 0.8)
+    assert same is not None and other is not None and same.side == 28
+    assert min(same.pixel, same.detail) > 0.95 and other.detail < 0.5
+    assert same.pixel_features()[2] > 0.0 == other.pixel_features()[2]  # only the copy passes TINY_AGREEMENT
+    # The pixel channel alone verifies the copy (keypoints on a 28 px picture are few) ...
+    assert MODEL.pixel(same.pixel_features()[None])[0] >= 0.92
+    assert verifier.link(0, 2, 0.8).score < 0.5
+    # ... and the same agreement on a large picture gets no such credit: its detail is its own.
+    large = replace(same, side=256)
+    assert large.pixel_features()[2] == 0.0 and MODEL.pixel(large.pixel_features()[None])[0] < 0.92
