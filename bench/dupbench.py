@@ -146,21 +146,24 @@ def cmd_fit(data: dict[str, Any], k: int, floor: float) -> Model:
     return Model(rounded(w_pix, b_pix), rounded(w_geo, b_geo))
 
 
-def report_candidates(data: dict[str, Any], cands: list[dup.Candidate]) -> None:
-    """How many true pairs the vectors propose at all, per kind (the verifier cannot find the rest)."""
+def true_pairs(data: dict[str, Any]) -> list[tuple[str, int, int]]:
+    """Every true pair of items (a < b) with its group's kind, group by group."""
     index_of = {p: i for i, ps in enumerate(data["paths"]) for p in ps}
-    proposed = {(c[0], c[1]) for c in cands}
+    out = []
     for group in data["truth"]["duplicate_groups"]:
         items = sorted({index_of[p] for p in group["paths"] if p in index_of})
-        pairs = [(a, b) for n, a in enumerate(items) for b in items[n + 1 :]]
-        found = sum((a, b) in proposed for a, b in pairs)
-        group["_proposed"] = (found, len(pairs))
+        out.extend((group["kind"], a, b) for n, a in enumerate(items) for b in items[n + 1 :])
+    return out
+
+
+def report_candidates(data: dict[str, Any], cands: list[dup.Candidate]) -> None:
+    """How many true pairs the vectors propose at all, per kind (the verifier cannot find the rest)."""
+    proposed = {(c[0], c[1]) for c in cands}
     by_kind: dict[str, list[int]] = {}
-    for group in data["truth"]["duplicate_groups"]:
-        found, total = group["_proposed"]
-        agg = by_kind.setdefault(group["kind"], [0, 0])
-        agg[0] += found
-        agg[1] += total
+    for kind, a, b in true_pairs(data):
+        agg = by_kind.setdefault(kind, [0, 0])
+        agg[0] += (a, b) in proposed
+        agg[1] += 1
     log("candidate recall per kind: " + ", ".join(f"{k} {f}/{t}" for k, (f, t) in sorted(by_kind.items())))
     log(f"{len(cands)} candidate pairs for {len(data['paths'])} items")
 
@@ -227,19 +230,15 @@ def why_table(data: dict[str, Any], threshold: float, k: int, floor: float) -> s
     have = [n for n, m in enumerate(measured) if m is not None]
     probability = dict(zip(have, dup.MODEL.probability([measured[n] for n in have]), strict=True))  # type: ignore[misc]
     by_pair = {(c[0], c[1]): n for n, c in enumerate(cands)}
-    index_of = {p: i for i, ps in enumerate(data["paths"]) for p in ps}
     counts: dict[str, dict[str, int]] = {}
-    for group in data["truth"]["duplicate_groups"]:
-        items = sorted({index_of[p] for p in group["paths"] if p in index_of})
-        row = counts.setdefault(group["kind"], dict.fromkeys(STAGES, 0))
-        for n, a in enumerate(items):
-            for b in items[n + 1 :]:
-                c = by_pair.get((a, b))
-                m = None if c is None else measured[c]
-                if c is None or m is None:
-                    row["not_proposed"] += 1
-                else:
-                    row[loss_stage(m, cands[c][3], float(probability[c]), threshold)] += 1
+    for kind, a, b in true_pairs(data):
+        row = counts.setdefault(kind, dict.fromkeys(STAGES, 0))
+        c = by_pair.get((a, b))
+        m = None if c is None else measured[c]
+        if c is None or m is None:
+            row["not_proposed"] += 1
+        else:
+            row[loss_stage(m, cands[c][3], float(probability[c]), threshold)] += 1
     total = {s: sum(r[s] for r in counts.values()) for s in STAGES}
     lines = ["| kind | " + " | ".join(STAGES) + " |", "|---|" + "---:|" * len(STAGES)]
     for kind, row in [*sorted(counts.items()), ("all", total)]:
