@@ -249,7 +249,7 @@ def bench_runtimes(folder: Path, repeat: int) -> list[Row]:
     return rows
 
 
-def _no_evidence(rgb: Image.Image) -> Evidence:
+def _no_evidence(rgb: Image.Image, grey: Image.Image | None = None) -> Evidence:
     """A stand-in for the same-picture evidence, to cost it: an empty record of the right shape."""
     return Evidence(
         rgb.width, rgb.height, np.zeros((64, 64), np.uint8), np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8)

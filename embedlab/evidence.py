@@ -95,13 +95,15 @@ def keypoints(grey: Image.Image) -> tuple[np.ndarray, np.ndarray]:
     if desc is None or not found:
         return np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8)
     # Strongest first, ties by position: the order (and so the stored bytes) never depends on chance.
-    order = sorted(range(len(found)), key=lambda i: (-found[i].response, found[i].pt))[:ORB_FEATURES]
-    pts = np.array([found[i].pt for i in order], dtype=np.float64) / np.array(size, dtype=np.float64)
+    where = np.asarray(cv2.KeyPoint.convert(found), dtype=np.float32).reshape(-1, 2)
+    response = np.array([k.response for k in found], dtype=np.float32)
+    order = np.lexsort((where[:, 1], where[:, 0], -response))[:ORB_FEATURES]
+    pts = where[order].astype(np.float64) / np.array(size, dtype=np.float64)
     return np.clip(pts, 0.0, 1.0).astype(np.float32), np.ascontiguousarray(desc[order], dtype=np.uint8)
 
 
-def compute(rgb: Image.Image) -> Evidence:
-    """Evidence for one decoded picture (RGB, as embedded)."""
-    grey = rgb.convert("L")
+def compute(rgb: Image.Image, grey: Image.Image | None = None) -> Evidence:
+    """Evidence for one decoded picture (RGB, as embedded); ``grey``: its ``convert("L")``, if made already."""
+    grey = rgb.convert("L") if grey is None else grey
     points, descriptors = keypoints(grey)
     return Evidence(rgb.width, rgb.height, grey_thumbnail(grey), points, descriptors)

@@ -558,20 +558,22 @@ def _one_line(exc: BaseException, path: str | os.PathLike[str]) -> str:
     return " ".join(text.split())[:200] or type(exc).__name__
 
 
-def quality_metrics(rgb: Image.Image) -> dict[str, float]:
+def quality_metrics(rgb: Image.Image, grey_image: Image.Image | None = None) -> dict[str, float]:
     """Cheap content statistics used to explain anomalies (blank, flat, blurry, grey, cut off).
 
     ``colourfulness`` (Hasler and Suesstrunk's M / 255) tells a greyscale picture
     from a colour one whatever its file mode; ``band`` is the fraction of rows at
     the bottom that are one flat colour not found at the other edges: where a
     partially decoded file's pixel data stopped (background does not count).
+    ``grey_image``: ``rgb.convert("L")`` where the caller already has it (embed shares
+    it with the same-picture evidence).
     """
-    thumb = rgb.convert("L")
+    thumb = rgb.convert("L") if grey_image is None else grey_image.copy()
     thumb.thumbnail((256, 256), Image.Resampling.BILINEAR)
     grey = np.asarray(thumb, dtype=np.float64)
     small = rgb.convert("RGB")
     small.thumbnail((256, 256), Image.Resampling.BILINEAR)
-    colour = np.asarray(small, dtype=np.float64)
+    colour = np.asarray(small)  # uint8
     hist = np.bincount(grey.astype(np.uint8).ravel(), minlength=256).astype(np.float64)
     p = hist[hist > 0] / hist.sum()
     entropy = float(-(p * np.log2(p)).sum()) + 0.0
@@ -607,8 +609,7 @@ def pixel_statistics(rgb: Image.Image, grey: np.ndarray) -> dict[str, float]:
     four most common colours (COLOUR_BITS per channel); ``colours``: how many
     such colours cover COLOUR_COVER of the pixels. ``rgb``: the 256 px thumbnail.
     """
-    hsv = np.asarray(rgb.convert("HSV"), dtype=np.float64)
-    saturation = float(hsv[..., 1].mean()) / 255.0
+    saturation = float(np.asarray(rgb.convert("HSV"))[..., 1].mean(dtype=np.float64)) / 255.0
     correlation, edges, flat = 1.0, 0.0, 1.0
     if grey.shape[0] >= 3 and grey.shape[1] >= 3:
         centred = grey - grey.mean()
@@ -617,8 +618,13 @@ def pixel_statistics(rgb: Image.Image, grey: np.ndarray) -> dict[str, float]:
             across = float((centred[:, 1:] * centred[:, :-1]).mean())
             down = float((centred[1:] * centred[:-1]).mean())
             correlation = 0.5 * (across + down) / variance
-        gradient = np.hypot(np.diff(grey, axis=1)[:-1], np.diff(grey, axis=0)[:, :-1])
-        edges, flat = float((gradient > EDGE_LEVELS).mean()), float((gradient < FLAT_LEVELS).mean())
+        # Squared integer gradients: the grey levels are whole numbers, so this is exactly the
+        # Euclidean test against the levels, at a third of the cost of np.hypot on floats.
+        levels = grey.astype(np.int32)
+        dx, dy = np.diff(levels, axis=1)[:-1], np.diff(levels, axis=0)[:, :-1]
+        squared = dx * dx + dy * dy
+        edges = float((squared > EDGE_LEVELS * EDGE_LEVELS).mean())
+        flat = float((squared < FLAT_LEVELS * FLAT_LEVELS).mean())
     levels = np.asarray(rgb, dtype=np.uint8) >> (8 - COLOUR_BITS)
     keys = (levels[..., 0].astype(np.int64) << (2 * COLOUR_BITS)) | (levels[..., 1] << COLOUR_BITS) | levels[..., 2]
     counts = np.sort(np.bincount(keys.ravel(), minlength=1 << (3 * COLOUR_BITS)))[::-1] / keys.size
@@ -637,30 +643,48 @@ BAND_LEVELS = 2.0  # grey levels a flat band's pixels may stray from its colour 
 
 
 def _colourfulness(rgb: np.ndarray) -> float:
-    red, green, blue = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    rg, yb = red - green, 0.5 * (red + green) - blue
-    return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean())) / 255.0
+    """Hasler and Suesstrunk's M / 255 of 8-bit RGB pixels, from exact integer moments."""
+    pixels = rgb.reshape(-1, 3).astype(np.int64)
+    rg = pixels[:, 0] - pixels[:, 1]
+    yb = pixels[:, 0] + pixels[:, 1] - 2 * pixels[:, 2]  # twice the yellow-blue opponent
+    (rg_mean, rg_std), (yb_mean, yb_std) = _moments(rg), _moments(yb)
+    return float(np.hypot(rg_std, yb_std / 2) + 0.3 * np.hypot(rg_mean, yb_mean / 2)) / 255.0
+
+
+def _moments(values: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation of whole numbers, from their exact sums."""
+    n = max(1, values.size)
+    mean = float(values.sum()) / n
+    return mean, float(np.sqrt(max(0.0, float((values * values).sum()) / n - mean * mean)))
 
 
 def _bottom_band(rgb: np.ndarray) -> float:
     """Fraction of bottom rows that are one flat colour, zero when that colour also
-    borders the picture's top or the sides above the band (then it is background)."""
+    borders the picture's top or the sides above the band (then it is background).
+
+    Rows are tested from the bottom up, a few at a time, and above the band only the
+    border is: a dark scan with a black last row never pays a full-frame pass."""
     height = rgb.shape[0]
     if height < 8 or rgb.shape[1] < 2:
         return 0.0
     colour = rgb[-1].mean(axis=0)
-    if not (np.abs(rgb[-1] - colour).max(axis=1) <= BAND_LEVELS).all():
-        return 0.0  # the last row is not flat: no band (most pictures; skips the full-frame pass)
-    flat = np.abs(rgb - colour).max(axis=2) <= BAND_LEVELS  # (h, w): pixel has the last row's colour
-    rows = flat.all(axis=1)
-    if not rows[-1]:
-        return 0.0
-    above = np.flatnonzero(~rows)
-    if above.size == 0:
+
+    def flat(pixels: np.ndarray) -> np.ndarray:  # pixel has the last row's colour
+        return np.asarray(np.abs(pixels - colour).max(axis=-1) <= BAND_LEVELS)
+
+    if not flat(rgb[-1]).all():
+        return 0.0  # the last row is not flat: no band (most pictures)
+    top, step = height, 8
+    while top > 0:
+        start = max(0, top - step)
+        rows = flat(rgb[start:top]).all(axis=1)
+        if not rows.all():
+            top = start + int(np.flatnonzero(~rows)[-1]) + 1  # first row of the band
+            break
+        top, step = start, step * 2
+    if top == 0:
         return 0.0  # all one colour: blank, not cut off
-    top = int(above[-1]) + 1  # first row of the band
-    upper = flat[:top]
-    border = np.concatenate([upper[0], upper[:, 0], upper[:, -1]])
+    border = np.concatenate([flat(rgb[0]), flat(rgb[:top, 0]), flat(rgb[:top, -1])])
     if border.mean() > 0.5:
         return 0.0
     return (height - top) / height

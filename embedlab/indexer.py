@@ -232,7 +232,8 @@ def decode_job(backbone: Backbone, root: str, job: Job) -> DecodedJob:
     try:
         image = decode(info.abspath, data, backbone.decode_side)
         prepared = backbone.prepare(image.rgb)
-        evidence = compute_evidence(image.rgb)
+        grey = image.rgb.convert("L")  # shared by the evidence and the quality metrics
+        evidence = compute_evidence(image.rgb, grey)
     except ImageError as exc:
         return DecodedJob(job, _error_row(info, root, sha, str(exc)), None)
     row = ImageRow(
@@ -250,7 +251,7 @@ def decode_job(backbone: Backbone, root: str, job: Job) -> DecodedJob:
         modality=image.modality,
         body_part=image.body_part,
         ctime_ns=info.ctime_ns,
-        **quality_metrics(image.rgb),  # type: ignore[arg-type]
+        **quality_metrics(image.rgb, grey),  # type: ignore[arg-type]
     )
     return DecodedJob(job, row, prepared, evidence)
 

@@ -9,7 +9,7 @@ from PIL import Image
 
 from embedlab import anomaly
 from embedlab.analysis import analyze_vectors, neighbourhood
-from embedlab.images import quality_metrics
+from embedlab.images import _bottom_band, _colourfulness, quality_metrics
 
 from ..conftest import skimage_image, small, unit_rows
 
@@ -216,3 +216,34 @@ def test_light_low_contrast_textures_are_not_light_but_an_overexposed_picture_is
     rows.append(quality_metrics(Image.fromarray((225 + washed / 255 * 30).astype(np.uint8)).convert("RGB")))
     table, _ = anomaly.flag_table(rows)
     assert np.flatnonzero(table["light"]).tolist() == [15]
+
+
+def _band_by_full_frame(rgb: np.ndarray, levels: float = 2.0) -> float:
+    """The band rule over every pixel at once: the reference the row-by-row scan must match."""
+    colour = rgb[-1].astype(np.float64).mean(axis=0)
+    flat = np.abs(rgb.astype(np.float64) - colour).max(axis=2) <= levels
+    rows = flat.all(axis=1)
+    if not rows[-1] or rows.all():
+        return 0.0
+    top = int(np.flatnonzero(~rows)[-1]) + 1
+    border = np.concatenate([flat[0], flat[:top, 0], flat[:top, -1]])
+    return 0.0 if border.mean() > 0.5 else (rgb.shape[0] - top) / rgb.shape[0]
+
+
+def test_band_scan_and_integer_colourfulness_match_the_full_frame_formulas() -> None:
+    photo = np.asarray(small(skimage_image("astronaut"), 256).convert("RGB")).copy()
+    cases = [photo]
+    for start in (255, 250, 240, 200, 120, 9, 1):  # bands of 1 to 255 rows: every step of the bottom-up scan
+        cut = photo.copy()
+        cut[start:] = (128, 128, 128)
+        cases.append(cut)
+    framed = np.zeros_like(photo)  # the band's colour is also the border: background, not a cut
+    framed[20:200, 20:236] = photo[20:200, 20:236]
+    cases += [framed, np.full_like(photo, 77)]
+    for rgb in cases:
+        assert _bottom_band(rgb) == _band_by_full_frame(rgb)
+        f = rgb.astype(np.float64)
+        rg, yb = f[..., 0] - f[..., 1], 0.5 * (f[..., 0] + f[..., 1]) - f[..., 2]
+        expected = (np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean())) / 255.0
+        assert abs(_colourfulness(rgb) - expected) < 1e-12
+    assert [_bottom_band(c) > 0 for c in cases[1:8]] == [True] * 7
