@@ -98,9 +98,9 @@ class Backbone:
         """The engine, its version and precision (``openvino 2026.4.1 fp32``)."""
         return self.engine.describe()
 
-    def prepare(self, rgb: Image.Image) -> Prepared:
-        """Thread-safe CPU work for one image (runs in the decode workers)."""
-        return Prepared(self.preprocess(rgb), layout_features(rgb, self.preprocess.crop_box(*rgb.size)))
+    def prepare(self, rgb: Image.Image, grey: Image.Image | None = None) -> Prepared:
+        """Thread-safe CPU work for one image (runs in the decode workers); ``grey``: its ``convert("L")``, if made."""
+        return Prepared(self.preprocess(rgb), layout_features(rgb, self.preprocess.crop_box(*rgb.size), grey))
 
     def vectors(self, prepared: Sequence[Prepared]) -> np.ndarray:
         """Stored vectors (unit float32) for prepared images."""

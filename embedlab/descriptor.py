@@ -51,9 +51,15 @@ RECIPES: dict[str, Recipe] = {
 DEFAULT_RECIPE = "hybrid"
 
 
-def layout_features(rgb: Image.Image, box: tuple[float, float, float, float]) -> np.ndarray:
-    """Zero-mean unit 8x8 grey thumbnail of ``box`` and the tone angle, float64."""
-    thumb = rgb.convert("L").resize((LAYOUT_SIDE, LAYOUT_SIDE), Image.Resampling.BOX, box=box)
+def layout_features(
+    rgb: Image.Image, box: tuple[float, float, float, float], grey_image: Image.Image | None = None
+) -> np.ndarray:
+    """Zero-mean unit 8x8 grey thumbnail of ``box`` and the tone angle, float64.
+
+    ``grey_image``: ``rgb.convert("L")`` where the caller already made it.
+    """
+    source = rgb.convert("L") if grey_image is None else grey_image
+    thumb = source.resize((LAYOUT_SIDE, LAYOUT_SIDE), Image.Resampling.BOX, box=box)
     grey = np.asarray(thumb, dtype=np.float64).ravel() / 255.0
     centred = grey - grey.mean()
     norm = float(np.linalg.norm(centred))

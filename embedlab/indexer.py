@@ -231,8 +231,8 @@ def decode_job(backbone: Backbone, root: str, job: Job) -> DecodedJob:
     info = replace(info, size=len(data), mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns)
     try:
         image = decode(info.abspath, data, backbone.decode_side)
-        prepared = backbone.prepare(image.rgb)
-        grey = image.rgb.convert("L")  # shared by the evidence and the quality metrics
+        grey = image.rgb.convert("L")  # shared by the layout part, the evidence and the quality metrics
+        prepared = backbone.prepare(image.rgb, grey)
         evidence = compute_evidence(image.rgb, grey)
     except ImageError as exc:
         return DecodedJob(job, _error_row(info, root, sha, str(exc)), None)
