@@ -159,12 +159,13 @@ def flag_census(half: Half) -> dict[str, Any]:
 def sweep(half: Half) -> None:
     """The grid the constants were chosen on: AUROC, top-8 and top-N hits per setting."""
     grid: dict[str, list[float]] = {
-        "GLOBAL_WEIGHT": [0.25, 0.5, 0.75],
-        "BROKEN_WEIGHT": [1.0, 2.0],
+        "GLOBAL_WEIGHT": [0.5, 0.75],
+        "BROKEN_WEIGHT": [1.0, 2.0, 3.0],
         "LOOK_WEIGHT": [0.5, 1.0],
-        "STATISTICS_WEIGHT": [0.0, 0.5, 1.0, 2.0],
-        "STATISTICS_CUT": [3.0, 4.0, 5.0, float("inf")],
-        "STATISTICS_K": [3, 5, 10],  # whole numbers: used as k
+        "STATISTICS_WEIGHT": [0.1, 0.25, 0.5],
+        "CROSS_WEIGHT": [0.0, 0.1, 0.25, 0.5],
+        "STATISTICS_CUT": [3.0, 4.0, float("inf")],
+        "STATISTICS_K": [5, 10],  # whole numbers: used as k
     }
     print("| " + " | ".join(grid) + " | AUROC | top 8 | top N |")
     print("|" + "---:|" * (len(grid) + 3))

@@ -17,6 +17,12 @@ Everything is vectorised over the (n, k) k-NN graph, so a million items take a f
 (n, k) arrays. Quality flags come from the metrics stored at embed time and are
 judged against the collection (odd sizes, aspects and greyscale are relative to what
 most images are); a flag adds to the score only where it is rare in the collection.
+
+Two more measures come from those metrics: how unlike any other image's an item's pixel
+statistics are, and how unlike its nearest images' (by the vectors) they are (a chart
+whose CNN features sit among photos). The score adds the three measures as robust
+z-scores (log scale, the collection's median and MAD), so each counts in one unit, how
+unusual for this collection, whatever its spread, plus the weight of the rarest flag.
 """
 
 from __future__ import annotations
@@ -76,10 +82,13 @@ STATISTICS = (
     "top_colours",
     "colours",  # log of the count
 )
-STATISTICS_WEIGHT = 0.5  # added to the score per unit of statistics isolation above 1 (tune half)
+STATISTICS_WEIGHT = 0.25  # added to the score per robust z of the statistics isolation (tune half)
+CROSS_WEIGHT = 0.25  # ... and per robust z of the cross isolation (tune half)
+Z_FLOOR = 0.05  # log units: the MAD's floor, so a collection of alike items does not blow small differences up
 STATISTICS_CUT = 3.0  # unusual_statistics: statistics isolation at least this (tune half)
 STATISTICS_K = 10  # neighbours in statistics space
 STATISTICS_BLOCK = 2048  # rows per block of the exact all-pairs search in statistics space
+CROSS_BLOCK = 65536  # rows per block of the cross isolation (a block holds rows x k x statistics floats)
 
 FLAGS = (
     "blank",
@@ -99,11 +108,13 @@ FLAGS = (
 class Anomalies:
     """Per-item anomaly evidence; arrays and lists are aligned with the graph's rows."""
 
-    score: np.ndarray  # isolation + statistics term + the largest weight of its counted flags
+    score: np.ndarray  # robust z of isolation + weighted z of statistics and cross isolation + flag_bonus
     isolation: np.ndarray  # density-aware isolation (about 1 for an ordinary item)
     percentile: np.ndarray  # of isolation in the collection, 0-100
     distance: np.ndarray  # plain mean cosine distance to the k nearest
     statistics: np.ndarray  # statistics isolation: how unlike the collection's its pixel statistics are
+    cross: np.ndarray  # cross isolation: how unlike its nearest images' (by the vectors) its pixel statistics are
+    flag_bonus: np.ndarray  # the largest weight of its counted flags (0 without one)
     flags: list[list[str]]  # every flag that holds
     counted: list[list[str]]  # the flags rare enough to add to the score
     reasons: list[list[str]]  # the same, for people, with the measured values
@@ -234,6 +245,47 @@ def statistics_isolation(metrics: Sequence[Mapping[str, Any] | None], k: int) ->
     return isolation, scores
 
 
+def cross_isolation(index: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+    """How unlike its nearest images' (by the vectors) an item's pixel statistics are (about 1 = ordinary).
+
+    ``index``: the (n, k) k-NN graph; ``ranks``: ``statistics_isolation``'s rank scores
+    (rows of NaN where not stored). The mean distance in rank-score space to the
+    neighbours, over the collection's median: an ordinary image's neighbours are made
+    like it, while an oddball whose CNN features sit among ordinary ones (a chart, colour
+    bars or a document among photos) has neighbours whose pixels are made differently.
+    """
+    n, k = index.shape
+    out = np.ones(n)
+    known = np.isfinite(ranks).all(axis=1) if ranks.size else np.zeros(n, dtype=bool)
+    if k == 0 or known.sum() < 2:
+        return out
+    filled = np.where(known[:, None], ranks, 0.0)
+    distance = np.full(n, np.nan)
+    for start in range(0, n, CROSS_BLOCK):
+        rows = slice(start, min(n, start + CROSS_BLOCK))
+        neighbours = index[rows]
+        gap = np.sqrt(((filled[rows, None, :] - filled[neighbours]) ** 2).sum(axis=2))
+        valid = known[rows, None] & known[neighbours]
+        count = valid.sum(axis=1)
+        total = np.where(valid, gap, 0.0).sum(axis=1)
+        distance[rows] = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    measured = np.isfinite(distance)
+    if not measured.any():
+        return out
+    out[measured] = distance[measured] / max(float(np.median(distance[measured])), EPS)
+    return out
+
+
+def robust_z(values: np.ndarray) -> np.ndarray:
+    """Log values as z-scores against the collection's median and MAD (a few outliers do not set the scale)."""
+    if values.size == 0:
+        return np.zeros(0)
+    logs = np.log(np.maximum(values, EPS))
+    middle = float(np.median(logs))
+    spread = 1.4826 * float(np.median(np.abs(logs - middle)))
+    return np.asarray((logs - middle) / max(spread, Z_FLOOR))
+
+
 def flag_table(
     metrics: Sequence[Mapping[str, Any] | None],
     statistics: np.ndarray | None = None,
@@ -332,18 +384,20 @@ def score(
     percentile = percentiles(isolation)
     distance = mean_distance(sim)
     statistics, ranks = np.ones(n), np.full((n, len(STATISTICS)), np.nan)
+    cross = np.ones(n)
     if metrics is None:
         table: dict[str, np.ndarray] = {name: np.zeros(n, dtype=bool) for name in FLAGS}
         cuts: dict[str, str] = {}
     else:
         statistics, ranks = statistics_isolation(metrics, STATISTICS_K)
+        cross = cross_isolation(index, ranks)
         table, cuts = flag_table(metrics, statistics)
     counts = rare(table)
     bonus = np.zeros(n)
     for name, held in table.items():
         if counts[name]:
             bonus = np.where(held, np.maximum(bonus, flag_weight(name)), bonus)
-    total = isolation + STATISTICS_WEIGHT * np.maximum(0.0, statistics - 1.0) + bonus
+    total = robust_z(isolation) + STATISTICS_WEIGHT * robust_z(statistics) + CROSS_WEIGHT * robust_z(cross) + bonus
     flags: list[list[str]] = [[] for _ in range(n)]
     for name in FLAGS:
         for i in np.flatnonzero(table[name]):
@@ -358,7 +412,7 @@ def score(
         ]
         for i, fs in enumerate(flags)
     ]
-    return Anomalies(total, isolation, percentile, distance, statistics, flags, counted, reasons)
+    return Anomalies(total, isolation, percentile, distance, statistics, cross, bonus, flags, counted, reasons)
 
 
 def _measured(flag: str, m: Mapping[str, Any] | None, statistics: float = 1.0, ranks: Any = None) -> str:
@@ -399,5 +453,6 @@ def isolation_reason(anomalies: Anomalies, i: int) -> str:
     return (
         f"isolation {anomalies.isolation[i]:.2f} (1 = ordinary for its neighbourhood), "
         f"{anomalies.percentile[i]:.1f}th percentile; mean distance to its neighbours {anomalies.distance[i]:.3f}; "
-        f"pixel statistics isolation {anomalies.statistics[i]:.2f}"
+        f"pixel statistics isolation {anomalies.statistics[i]:.2f}, "
+        f"against its neighbours' {anomalies.cross[i]:.2f}"
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from embedlab import anomaly
@@ -82,14 +83,15 @@ def test_a_flag_counts_only_when_it_is_rare() -> None:
     metrics[7] = {**metrics[7], "contrast": 0.0, "entropy": 0.0, "sharpness": 0.0}
     found = anomaly.score(hood.index, hood.sim, metrics)
     assert found.flags[7] == ["blank"] and found.counted[7] == ["blank"]
-    assert found.score[7] == found.isolation[7] + anomaly.BROKEN_WEIGHT
-    assert int(np.argmax(found.score)) == 7
+    assert found.flag_bonus[7] == anomaly.BROKEN_WEIGHT and np.count_nonzero(found.flag_bonus) == 1
+    unflagged = anomaly.score(hood.index, hood.sim, _photo_metrics(200))
+    assert found.score[7] - unflagged.score[7] >= anomaly.BROKEN_WEIGHT - 1e-9  # the flag's weight, in z units
 
     flat = {"contrast": 0.0, "entropy": 0.0, "sharpness": 0.0}
     common = [{**m, **flat} if i % 5 == 0 else m for i, m in enumerate(_photo_metrics(200))]  # 20 % are blank
     found = anomaly.score(hood.index, hood.sim, common)
     assert found.flags[0] == ["blank"] and found.counted[0] == []
-    assert np.array_equal(found.score, found.isolation)
+    assert not found.flag_bonus.any()
     assert "too common" in found.reasons[0][0]
 
 
@@ -247,3 +249,34 @@ def test_band_scan_and_integer_colourfulness_match_the_full_frame_formulas() -> 
         expected = (np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean())) / 255.0
         assert abs(_colourfulness(rgb) - expected) < 1e-12
     assert [_bottom_band(c) > 0 for c in cases[1:8]] == [True] * 7
+
+
+def test_a_chart_among_photos_is_isolated_from_its_neighbours_pixel_statistics() -> None:
+    # Vectors put item 7 among ordinary images; its pixels are made like no neighbour's.
+    rng = np.random.default_rng(4)
+    matrix = unit_rows(rng.normal(size=(120, 16)))
+    hood = neighbourhood(matrix, 10, 2.0)
+    metrics: list[dict[str, Any]] = []
+    for _ in range(120):
+        metrics.append(
+            {
+                **_photo_metrics(1)[0],
+                "saturation": rng.uniform(0.2, 0.5),
+                "correlation": rng.uniform(0.85, 0.98),
+                "edges": rng.uniform(0.1, 0.3),
+                "flat": rng.uniform(0.1, 0.4),
+                "top_colours": rng.uniform(0.1, 0.3),
+                "colours": float(rng.integers(100, 400)),
+            }
+        )
+    metrics[7] = {**metrics[7], "colours": 9.0, "top_colours": 0.9, "flat": 0.85, "entropy": 2.2}
+    found = anomaly.score(hood.index, hood.sim, metrics)
+    assert int(np.argmax(found.cross)) == 7 and found.cross[7] > 2.0
+    assert abs(float(np.median(found.cross)) - 1.0) < 1e-9
+    z = anomaly.robust_z
+    lift = found.score[7] - (z(found.isolation) + anomaly.STATISTICS_WEIGHT * z(found.statistics) + found.flag_bonus)[7]
+    assert lift == pytest.approx(anomaly.CROSS_WEIGHT * z(found.cross)[7]) and lift > 0.5
+    assert "against its neighbours'" in anomaly.isolation_reason(found, 7)
+    # Without stored statistics nothing is measured: every item is ordinary.
+    bare = anomaly.score(hood.index, hood.sim, None)
+    assert (bare.cross == 1.0).all() and np.allclose(bare.score, anomaly.robust_z(bare.isolation))
