@@ -211,6 +211,7 @@ def analyze_vectors(
     approximate: bool | str | None = None,
     blocked: set[tuple[int, int]] | None = None,
     links_out: list[Link] | None = None,
+    slices: Sequence[tuple[str, str] | None] | None = None,
 ) -> dict[str, Any]:
     """The `analyze` answer for unit vectors ``matrix`` whose rows hold ``paths``.
 
@@ -224,17 +225,44 @@ def analyze_vectors(
     EXACT_MAX_ITEMS items); ``memory_mb`` bounds the similarity blocks.
     ``blocked`` item pairs (marked "not a duplicate", embedlab.marks) are never
     grouped; ``links_out`` receives every verified link less the marked ones.
+    ``slices``: per item, its DICOM (series key, slice key) or None; two slices of
+    one series at two places are kept apart like a marked pair (``other_slices``).
     """
     graph_k = max(k, CANDIDATE_K)
     hood = neighbours(matrix, graph_k, 2.0, memory_mb=memory_mb, approximate=approximate, on_rows=on_rows)
     candidates = candidate_pairs(hood.index, hood.sim)
+    apart = other_slices(candidates, slices) if slices is not None else set()
+    if apart:
+        blocked = (blocked or set()) | apart
     links = verify_in_chunks(candidates, evidence)
     if links_out is not None:
         links_out.extend(link for link in links if (link.a, link.b) not in (blocked or set()))
     anomaly_hood = Neighbourhood(hood.index[:, :k], hood.sim[:, :k], [])
-    return report(
+    data = report(
         anomaly_hood, paths, anomaly_top=anomaly_top, quality=quality, links=links, threshold=threshold, blocked=blocked
     )
+    if apart:  # only where an index has such slices: otherwise the answer is exactly as before
+        data["series_slices_apart"] = len(apart)
+    return data
+
+
+def other_slices(candidates: Sequence[Candidate], slices: Sequence[tuple[str, str] | None]) -> set[tuple[int, int]]:
+    """Candidate pairs that are two places of one DICOM series: different images, whatever their pixels say.
+
+    Neighbouring slices agree at thumbnail size as well as a re-encoded copy does
+    (bench/slices.py); the file's own tags settle it. Two files at one place (two
+    exports or codecs of one slice) are left to the verifier, as are slice keys of
+    different kinds (a position against an instance number).
+    """
+    out: set[tuple[int, int]] = set()
+    for i, j, _, _ in candidates:
+        a, b = slices[i], slices[j]
+        if a is None or b is None or a[0] != b[0]:
+            continue
+        (kind_a, _, place_a), (kind_b, _, place_b) = a[1].partition(":"), b[1].partition(":")
+        if kind_a == kind_b and place_a != place_b:
+            out.add((i, j))
+    return out
 
 
 def verify_in_chunks(

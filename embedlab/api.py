@@ -884,6 +884,8 @@ def _analyze(
         by_sha, quality, errors = store.ok_paths_by_sha(), store.quality(), store.errors()
         rows = [by_sha[s] for s in shas]
         blocked = blocked_pairs(shas, [(a, b) for a, b, _ in store.marks()])
+        placed = store.series_slices()
+        slices = [next((placed[p] for p in paths if p in placed), None) for paths in rows] if placed else None
         links: list[Link] = []
         with Progress(len(shas), "analyzing", unit="vec") as bar:
             data = analyze_vectors(
@@ -899,6 +901,7 @@ def _analyze(
                 approximate=APPROXIMATE[ann],
                 blocked=blocked or None,
                 links_out=links,
+                slices=slices,
             )
     data["unreadable"] = [{"path": p, "error": e} for p, e in errors]
     data.update(

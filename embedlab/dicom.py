@@ -13,6 +13,7 @@ a patient's name) are silenced, so nothing identifying reaches a log.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 from collections.abc import Collection
@@ -39,6 +40,8 @@ class DicomImage:
     frames: int
     modality: str | None
     body_part: str | None
+    series_key: str | None = None  # a hash of SeriesInstanceUID (the UID itself is never kept)
+    slice_key: str | None = None  # where in the series this image lies ("p:" position, "l:" location, "n:" number)
 
 
 def available() -> bool:
@@ -109,7 +112,39 @@ def read_dicom(path: str | os.PathLike[str] | BinaryIO, max_pixels: int | None =
         frames=frames,
         modality=_tag(ds, "Modality"),
         body_part=_tag(ds, "BodyPartExamined"),
+        series_key=series_key(ds),
+        slice_key=slice_key(ds),
     )
+
+
+def series_key(ds: Any) -> str | None:
+    """A short SHA-256 of the series UID: enough to tell two files of one series, and nothing to link it back."""
+    uid = str(ds.get("SeriesInstanceUID", "") or "").strip()
+    return hashlib.sha256(uid.encode()).hexdigest()[:16] if uid else None
+
+
+def slice_key(ds: Any) -> str | None:
+    """The image's place in its series, as precise as the file says it.
+
+    ``p:`` the position along the slice normal (ImagePositionPatient on the normal of
+    ImageOrientationPatient, mm to 0.01); else ``l:`` SliceLocation; else ``n:``
+    InstanceNumber. Keys of different kinds are never compared.
+    """
+    try:
+        position = [float(v) for v in ds.get("ImagePositionPatient", None) or []]
+        orientation = [float(v) for v in ds.get("ImageOrientationPatient", None) or []]
+        if len(position) == 3 and len(orientation) == 6:
+            normal = np.cross(orientation[:3], orientation[3:])
+            return f"p:{float(np.dot(normal, position)):.2f}"
+        location = ds.get("SliceLocation", None)
+        if location not in (None, ""):
+            return f"l:{float(location):.2f}"
+        number = ds.get("InstanceNumber", None)
+        if number not in (None, ""):
+            return f"n:{int(number)}"
+    except (TypeError, ValueError):
+        return None
+    return None
 
 
 def _tag(ds: Any, keyword: str) -> str | None:

@@ -158,6 +158,8 @@ class Decoded:
     frames: int = 1  # animated / multi-page / multi-frame: only frame 0 is embedded
     modality: str | None = None  # DICOM only: non-identifying acquisition tags
     body_part: str | None = None
+    series_key: str | None = None  # DICOM only: embedlab.dicom.series_key / slice_key
+    slice_key: str | None = None
 
 
 def image_extensions() -> frozenset[str]:
@@ -549,6 +551,8 @@ def _decode_dicom(path: str | os.PathLike[str], data: bytes) -> Decoded:
         frames=image.frames,
         modality=image.modality,
         body_part=image.body_part,
+        series_key=image.series_key,
+        slice_key=image.slice_key,
     )
 
 

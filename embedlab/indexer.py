@@ -250,6 +250,8 @@ def decode_job(backbone: Backbone, root: str, job: Job) -> DecodedJob:
         frames=image.frames,
         modality=image.modality,
         body_part=image.body_part,
+        series_key=image.series_key,
+        slice_key=image.slice_key,
         ctime_ns=info.ctime_ns,
         **quality_metrics(image.rgb, grey),  # type: ignore[arg-type]
     )

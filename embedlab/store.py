@@ -88,6 +88,9 @@ class ImageRow:
     flat: float | None = None
     top_colours: float | None = None
     colours: float | None = None
+    # Where a DICOM image lies in its series (schema v11); None for other files and before.
+    series_key: str | None = None
+    slice_key: str | None = None
 
 
 _IMAGE_COLUMNS = tuple(ImageRow.__dataclass_fields__)
@@ -454,6 +457,14 @@ class Store:
 
     def errors(self) -> list[tuple[str, str]]:
         return [(p, e) for p, e in self.execute("SELECT path, error FROM images WHERE status = 'error' ORDER BY path")]
+
+    def series_slices(self) -> dict[str, tuple[str, str]]:
+        """Per-path (series key, slice key) of DICOM images that have both (embedlab.dicom)."""
+        rows = self.execute(
+            "SELECT path, series_key, slice_key FROM images "
+            "WHERE status = 'ok' AND series_key IS NOT NULL AND slice_key IS NOT NULL"
+        )
+        return {r[0]: (r[1], r[2]) for r in rows}
 
     def quality(self) -> dict[str, dict[str, Any]]:
         """Per-path stored metrics and file mode, for judging and explaining anomalies."""

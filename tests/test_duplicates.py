@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -194,3 +195,53 @@ def test_verdicts_do_not_depend_on_threads_or_block_size(
     monkeypatch.setattr(duplicates, "PIXEL_BLOCK", 3)
     monkeypatch.setattr(analysis, "VERIFY_ITEMS", 4)
     assert _cli_json(argv) == reference  # byte for byte
+
+
+def _series_file(source: Any, path: Path, z: float, noise: int, seed: int) -> None:
+    """A copy of a real CT slice placed at ``z`` mm in its series, with a little noise on its pixels."""
+    import copy
+
+    from pydicom.uid import generate_uid
+
+    ds = copy.deepcopy(source)
+    pixels = ds.pixel_array.astype(np.int32)
+    pixels += np.random.default_rng(seed).integers(-noise, noise + 1, pixels.shape)
+    ds.PixelData = pixels.astype(np.int16).tobytes()
+    position = list(ds.ImagePositionPatient)
+    ds.ImagePositionPatient = [position[0], position[1], z]
+    ds.SOPInstanceUID = generate_uid(entropy_srcs=[str(z), str(seed)])
+    ds.save_as(path)
+
+
+def test_two_places_of_one_dicom_series_are_never_grouped_and_two_exports_of_one_slice_are(tmp_path: Path) -> None:
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    import embedlab
+
+    source = pydicom.dcmread(get_testdata_file("CT_small.dcm", download=False))
+    folder = tmp_path / "series"
+    folder.mkdir()
+    _series_file(source, folder / "slice_a.dcm", -75.7, 2, 1)
+    _series_file(source, folder / "slice_a_export.dcm", -75.7, 2, 2)  # the same slice, written twice
+    _series_file(source, folder / "slice_b.dcm", -74.7, 2, 3)  # the next slice: pixels alone cannot tell
+    index = embedlab.embed(folder, tmp_path / "index")
+    result = index.analyze(dup_threshold=0.92, anomaly_top=1).to_dict()
+    groups = [sorted(Path(p).name for p in g) for g in result["duplicate_groups"]]
+    assert groups == [["slice_a.dcm", "slice_a_export.dcm"]]
+    assert result["series_slices_apart"] == 2
+    with Store(tmp_path / "index") as store:
+        placed = store.series_slices()
+        by_sha = store.ok_paths_by_sha()
+        stored = store.evidence_for(sorted(by_sha))
+    assert {Path(p).name: key for p, (_, key) in placed.items()} == {
+        "slice_a.dcm": "p:-75.70",
+        "slice_a_export.dcm": "p:-75.70",
+        "slice_b.dcm": "p:-74.70",
+    }
+    series = {series for series, _ in placed.values()}
+    assert len(series) == 1 and source.SeriesInstanceUID not in next(iter(series))  # a hash, not the UID
+    # The pixels alone would join the next slice: the file's tags are what keeps it apart.
+    sha_of = {Path(p).name: sha for sha, paths in by_sha.items() for p in paths}
+    pair = Verifier([stored[sha_of["slice_a.dcm"]], stored[sha_of["slice_b.dcm"]]]).link(0, 1, 0.99)
+    assert pair.score >= 0.92
