@@ -262,12 +262,13 @@ def copy_queries(half: str, dataset: Path, recipe: str) -> dict[str, dict[str, A
     with Store(index) as store:
         spec = resolve_spec(store, None, None)
         evidence: dict[int, Any] = {}
-        vectors, _ = query_vectors(store, spec, queries, evidence=evidence)
+        turned: dict[int, Any] = {}
+        vectors, _ = query_vectors(store, spec, queries, evidence=evidence, turned=turned)
         ranker = Ranker(store, Searcher(store, exact=True))
         for n, (q, vec) in enumerate(zip(truth["copy_queries"], vectors, strict=True)):
             # The source, or a planted copy of it: both are the query's picture.
             want = members.get(group_of.get(q["source"], -1), set()) | {str(images / q["source"])}
-            ours += ranker.top_k(vec, 5, evidence=evidence.get(n))[0].path in want
+            ours += ranker.top_k(vec, 5, evidence=evidence.get(n), turned=turned.get(n, ()))[0].path in want
             plain += ranker.top_k(vec, 5)[0].path in want
     total = len(truth["copy_queries"])
     return {"embedlab": {"copy_rank1": ours / total}, "stored-vector order": {"copy_rank1": plain / total}}

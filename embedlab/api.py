@@ -799,8 +799,11 @@ def _search(
     t0 = time.perf_counter()
     # Queries the index already holds (same bytes) reuse their stored vector: no model load.
     evidence: dict[int, Evidence] = {}
+    turned: dict[int, Any] = {}
     wanted = evidence if copies_first else None  # evidence only when copies are verified
-    vectors, model = query_vectors(store, spec, [q.abspath for q in queries], batch_size, wanted)
+    vectors, model = query_vectors(
+        store, spec, [q.abspath for q in queries], batch_size, wanted, turned if copies_first else None
+    )
     embed_seconds = time.perf_counter() - t0
     results: list[SearchResult] = []
     latencies: list[float] = []
@@ -812,7 +815,8 @@ def _search(
                 result = SearchResult(query.path, error=vec)
             else:
                 t0 = time.perf_counter()
-                hits = _ranked(ranker, vec, k, threshold, diverse, evidence.get(n) if copies_first else None, explain)
+                copy = (evidence.get(n), turned.get(n, ())) if copies_first else (None, ())
+                hits = _ranked(ranker, vec, k, threshold, diverse, copy, explain)
                 latencies.append(time.perf_counter() - t0)
                 result = SearchResult(query.path, hits)
                 if explain:
@@ -850,11 +854,14 @@ def _ranked(
     k: int,
     threshold: float | None,
     diverse: float | None,
-    evidence: Evidence | None,
+    copy: tuple[Evidence | None, Any],
     explain: bool,
 ) -> list[SearchHit]:
-    """One query's hits with the search extras applied: copies first, diverse, threshold, explain."""
-    hits = ranker.top_k(vec, k, diverse=diverse, threshold=threshold, evidence=evidence)
+    """One query's hits with the search extras applied: copies first, diverse, threshold, explain.
+
+    ``copy``: the query's same-picture evidence and its quarter-turned vectors (copies first), or (None, ())."""
+    evidence, turned = copy
+    hits = ranker.top_k(vec, k, diverse=diverse, threshold=threshold, evidence=evidence, turned=turned)
     if not explain:
         return [SearchHit(h.path, h.score, h.copy) for h in hits]
     ranks = ranker.exact_ranks(vec)

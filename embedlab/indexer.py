@@ -751,12 +751,17 @@ def embed_paths(backbone: Backbone, paths: Sequence[Path], batch_size: int = 32)
     return out
 
 
+# Counter-clockwise quarter turns of a query, for the copy search (``query_vectors(turned=...)``).
+QUARTER_TURNS = (Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270)
+
+
 def query_vectors(
     store: Store,
     spec: BackboneSpec,
     paths: Sequence[Path],
     batch_size: int = 32,
     evidence: dict[int, Evidence] | None = None,
+    turned: dict[int, np.ndarray] | None = None,
 ) -> tuple[list[np.ndarray | str], Backbone | None]:
     """Vectors for query files: the stored one for content the index already holds, else the model's.
 
@@ -766,6 +771,9 @@ def query_vectors(
     Returns the vectors (or per-file errors) and the model, if one was loaded.
     ``evidence``, when given, is filled with each readable query's same-picture
     evidence (stored, or computed from the pixels decoded for the model).
+    ``turned``, when given, is filled with the vectors (3, dim) of each new query
+    turned by 90, 180 and 270 degrees: the vectors are not rotation-invariant, so a
+    turned copy's source is often not among the nearest of the query as it is.
     """
     out: list[np.ndarray | str] = [""] * len(paths)
     shas: dict[int, str] = {}
@@ -797,4 +805,8 @@ def query_vectors(
                 out[i] = vec
             if evidence is not None:
                 evidence.update({i: compute_evidence(rgb) for i, rgb in images.items()})
+            if turned is not None:
+                quarter = [rgb.transpose(move) for rgb in images.values() for move in QUARTER_TURNS]
+                rows = backbone.vectors([backbone.prepare(rgb) for rgb in quarter])
+                turned.update({i: rows[n * 3 : n * 3 + 3] for n, i in enumerate(images)})
     return out, backbone

@@ -7,6 +7,7 @@ query for dissimilarity to what is already picked.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -60,6 +61,7 @@ class Ranker:
         diverse: float | None = None,
         threshold: float | None = None,
         evidence: Evidence | None = None,
+        turned: Sequence[np.ndarray] = (),
     ) -> list[Hit]:
         """Top k, or with ``diverse`` (MMR's lambda) k picked by MMR among the best candidates.
 
@@ -67,12 +69,14 @@ class Ranker:
         relevant result for an unrelated one (a blank image is novel too).
         With the query's ``evidence``, the best COPY_POOL candidates are verified
         against it and verified copies (P >= COPY_THRESHOLD) move to the front,
-        most certain first, each with its ``copy`` probability.
+        most certain first, each with its ``copy`` probability. ``turned``: the
+        query's vectors turned by quarter turns; their nearest are verified too (a
+        rotated copy's source), and join the results only when verified as copies.
         """
         floor = -np.inf if threshold is None else threshold
         if evidence is not None and diverse is None:
             pool = [h for h in self.searcher.top_k(query, max(k, COPY_POOL)) if h.score >= floor]
-            return self._copies_first(pool, evidence)[:k]
+            return self._copies_first(pool, evidence, self._turned_pool(query, turned, pool, floor))[:k]
         if diverse is None:
             return [h for h in self.searcher.top_k(query, k) if h.score >= floor]
         pool = [h for h in self.searcher.top_k(query, max(k * POOL_FACTOR, k + 16)) if h.score >= floor]
@@ -83,8 +87,28 @@ class Ranker:
         order = mmr_order(sims, cosine_scores(vectors, vectors.T), k, diverse)
         return [pool[i] for i in order]
 
-    def _copies_first(self, pool: list[Hit], evidence: Evidence) -> list[Hit]:
-        """Verify the pool against the query as `analyze` verifies a pair (duplicates.Verifier)."""
+    def _turned_pool(self, query: np.ndarray, turned: Sequence[np.ndarray], pool: list[Hit], floor: float) -> list[Hit]:
+        """The nearest of each turned query vector not already in ``pool``, scored against the query itself."""
+        seen = {h.path for h in pool}
+        extra: dict[str, str] = {}
+        for vector in turned:
+            for hit in self.searcher.top_k(np.asarray(vector, dtype=np.float32), COPY_POOL):
+                if hit.path not in seen and hit.path not in extra:
+                    extra[hit.path] = self.sha_of[hit.path]
+        if not extra:
+            return []
+        unique = sorted(set(extra.values()))
+        scores = cosine_scores(self.store.vectors_for(unique), query)
+        score_of = {sha: round(float(s), SCORE_DECIMALS) for sha, s in zip(unique, scores, strict=True)}
+        hits = [Hit(path, score_of[sha]) for path, sha in extra.items()]
+        return sorted((h for h in hits if h.score >= floor), key=lambda h: (-h.score, h.path))
+
+    def _copies_first(self, pool: list[Hit], evidence: Evidence, extra: Sequence[Hit] = ()) -> list[Hit]:
+        """Verify the pool (and ``extra``) against the query as `analyze` verifies a pair (duplicates.Verifier).
+
+        Hits of ``extra`` stay out of the answer unless verified as copies."""
+        listed = len(pool)
+        pool = [*pool, *extra]
         shas = [self.sha_of[h.path] for h in pool]
         unique = sorted(set(shas))
         stored = self.store.evidence_for(unique)
@@ -98,7 +122,7 @@ class Ranker:
             if verified.get(s, 0.0) >= COPY_THRESHOLD
         ]
         copies.sort(key=lambda h: (-(h.copy or 0.0), -h.score, h.path))
-        rest = [h for h, s in zip(pool, shas, strict=True) if verified.get(s, 0.0) < COPY_THRESHOLD]
+        rest = [h for h, s in zip(pool[:listed], shas[:listed], strict=True) if verified.get(s, 0.0) < COPY_THRESHOLD]
         return copies + rest
 
     def exact_ranks(self, query: np.ndarray) -> dict[str, int]:

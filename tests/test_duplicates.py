@@ -245,3 +245,23 @@ def test_two_places_of_one_dicom_series_are_never_grouped_and_two_exports_of_one
     sha_of = {Path(p).name: sha for sha, paths in by_sha.items() for p in paths}
     pair = Verifier([stored[sha_of["slice_a.dcm"]], stored[sha_of["slice_b.dcm"]]]).link(0, 1, 0.99)
     assert pair.score >= 0.92
+
+
+def test_copies_first_finds_the_source_of_a_quarter_turned_copy_beyond_the_query_s_nearest(
+    edited_index: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from embedlab import ranking
+
+    index, _ = edited_index
+    queries = tmp_path / "turned"
+    queries.mkdir()
+    _photo("camera.png").resize((256, 192)).transpose(Image.Transpose.ROTATE_90).save(queries / "camera_turned.png")
+    # A pool of one: the verifier sees only the query's nearest as it is, plus the turned vectors' nearest.
+    monkeypatch.setattr(ranking, "COPY_POOL", 1)
+    argv = ["search", "--index", str(index), "--query-dir", str(queries), "--k", "3", "--json"]
+    plain = json.loads(_cli_json(argv))["results"]
+    assert Path(plain[0]["path"]).name != "camera.png"  # the vectors are not rotation-invariant
+    first = json.loads(_cli_json([*argv, "--copies-first"]))["results"][0]
+    assert Path(first["path"]).name == "camera.png" and first["copy"] >= 0.92
