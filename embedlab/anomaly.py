@@ -88,7 +88,7 @@ Z_FLOOR = 0.05  # log units: the MAD's floor, so a collection of alike items doe
 STATISTICS_CUT = 3.0  # unusual_statistics: statistics isolation at least this (tune half)
 STATISTICS_K = 10  # neighbours in statistics space
 STATISTICS_BLOCK = 2048  # rows per block of the exact all-pairs search in statistics space
-CROSS_BLOCK = 65536  # rows per block of the cross isolation (a block holds rows x k x statistics floats)
+CROSS_BLOCK = 16384  # rows per block of the cross isolation (rows x k x 11 floats: 14 MB at k = 10)
 
 FLAGS = (
     "blank",
