@@ -53,6 +53,7 @@ def load_half(half: str, dataset: Path, recipe: str) -> dict[str, Any]:
         shas, matrix = load_for_analysis(store, semantic_columns(store.meta()))  # as analyze reads them
         by_sha = store.ok_paths_by_sha()
         evidence = store.evidence_for(shas)
+        placed = store.series_slices()
     prefix = len(str(images)) + 1
     paths = [sorted(p[prefix:] if p.startswith(str(images)) else p for p in by_sha[s]) for s in shas]
     return {
@@ -61,6 +62,8 @@ def load_half(half: str, dataset: Path, recipe: str) -> dict[str, Any]:
         "paths": paths,
         "evidence": [evidence.get(s) for s in shas],
         "images": images,
+        # DICOM series places per item, as `analyze` reads them (two places of one series never group).
+        "slices": [next((placed[p] for p in by_sha[s] if p in placed), None) for s in shas],
     }
 
 
@@ -109,9 +112,15 @@ def groups_as_paths(data: dict[str, Any], groups: list[dup.Group]) -> list[list[
 
 
 def embedlab_groups(data: dict[str, Any], threshold: float, k: int, floor: float) -> list[list[str]]:
+    """Groups as `analyze` makes them: verified candidates, slices of one DICOM series at two places kept apart."""
+    from embedlab.analysis import other_slices
+    from embedlab.marks import without_marked
+
     cands = candidates_for(data, k, floor)
     links = dup.Verifier(data["evidence"]).links(cands, threads=2)
     multi = [len(p) > 1 for p in data["paths"]]
+    apart = other_slices(cands, data["slices"])
+    links = without_marked(len(data["paths"]), links, threshold, multi, apart) if apart else links
     return groups_as_paths(data, dup.build_groups(len(data["paths"]), links, threshold, multi))
 
 

@@ -665,8 +665,22 @@ def dicom_export(path: Path) -> Image.Image:
     return Image.fromarray(out.round().astype(np.uint8))
 
 
-def synthetic_dicom(pixels: np.ndarray, name: str, description: str) -> bytes:
-    """An MR Image Storage file holding 12-bit pixels; UIDs from the name, no dates, so bytes are stable."""
+# Image Orientation Patient of each plane: row and column directions (their cross product is the normal).
+PLANE_ORIENTATION = {
+    "axial": (1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
+    "coronal": (1.0, 0.0, 0.0, 0.0, 0.0, -1.0),
+    "sagittal": (0.0, 1.0, 0.0, 0.0, 0.0, -1.0),
+}
+
+
+def synthetic_dicom(
+    pixels: np.ndarray, name: str, description: str, series: str | None = None, place: tuple[str, int] | None = None
+) -> bytes:
+    """An MR Image Storage file holding 12-bit pixels; UIDs from the name, no dates, so bytes are stable.
+
+    ``series`` names the series the file belongs to (its UID is derived from it; default: a series
+    of its own); ``place``, (plane, slice index), sets the orientation and a position 1 mm per slice
+    along the normal, as a scanner writes a series."""
     import pydicom
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage
@@ -685,7 +699,18 @@ def synthetic_dicom(pixels: np.ndarray, name: str, description: str) -> bytes:
     ds.SOPClassUID = MRImageStorage
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
     ds.StudyInstanceUID = uid("study")
-    ds.SeriesInstanceUID = uid("series")
+    ds.SeriesInstanceUID = (
+        uid("series")
+        if series is None
+        else "2.25." + str(int(hashlib.sha256(f"{series}:series".encode()).hexdigest()[:30], 16))
+    )
+    if place is not None:
+        plane, index = place
+        orientation = PLANE_ORIENTATION[plane]
+        normal = np.cross(orientation[:3], orientation[3:])
+        ds.ImageOrientationPatient = list(orientation)
+        ds.ImagePositionPatient = [float(v) for v in normal * index]
+        ds.InstanceNumber = int(index)
     ds.Modality = "MR"
     ds.PatientName = "Template^Brain"
     ds.PatientID = "DUPSET"
@@ -1491,7 +1516,8 @@ class HalfBuilder:
             plane, index = got
             pixels = vol.pixels12(plane, index)
             name = f"{vol.src.sid}:{plane}:{index}"
-            data = synthetic_dicom(pixels, name, f"{vol.src.sid.split(':')[1]} {plane} slice {index}")
+            description = f"{vol.src.sid.split(':')[1]} {plane} slice {index}"
+            data = synthetic_dicom(pixels, name, description, series=f"{vol.src.sid}:{plane}", place=(plane, index))
             export = Image.fromarray((pixels.astype(np.float64) * 255.0 / 4095.0).round().astype(np.uint8))
             cluster = f"mri:{vol.src.sid}:{plane}"
             a = self.add(
