@@ -41,7 +41,7 @@ class DicomImage:
     modality: str | None
     body_part: str | None
     series_key: str | None = None  # a hash of SeriesInstanceUID (the UID itself is never kept)
-    slice_key: str | None = None  # where in the series this image lies ("p:" position, "l:" location, "n:" number)
+    slice_key: str | None = None  # where in the series this image lies ("p:" position, "l:" slice location)
 
 
 def available() -> bool:
@@ -127,8 +127,9 @@ def slice_key(ds: Any) -> str | None:
     """The image's place in its series, as precise as the file says it.
 
     ``p:`` the position along the slice normal (ImagePositionPatient on the normal of
-    ImageOrientationPatient, mm to 0.01); else ``l:`` SliceLocation; else ``n:``
-    InstanceNumber. Keys of different kinds are never compared.
+    ImageOrientationPatient, mm to 0.01); else ``l:`` SliceLocation. Keys of different
+    kinds are never compared. Instance numbers are not used: they count files, and two
+    encodings of one image can carry two of them.
     """
     try:
         position = [float(v) for v in ds.get("ImagePositionPatient", None) or []]
@@ -139,9 +140,6 @@ def slice_key(ds: Any) -> str | None:
         location = ds.get("SliceLocation", None)
         if location not in (None, ""):
             return f"l:{float(location):.2f}"
-        number = ds.get("InstanceNumber", None)
-        if number not in (None, ""):
-            return f"n:{int(number)}"
     except (TypeError, ValueError):
         return None
     return None

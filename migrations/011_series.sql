@@ -4,4 +4,4 @@
 -- at two places. The series UID itself is not stored, only a short hash of it.
 
 ALTER TABLE images ADD COLUMN series_key TEXT;  -- first 16 hex digits of SHA-256(SeriesInstanceUID)
-ALTER TABLE images ADD COLUMN slice_key TEXT;   -- p:<mm along the slice normal>, l:<SliceLocation> or n:<InstanceNumber>
+ALTER TABLE images ADD COLUMN slice_key TEXT;   -- p:<mm along the slice normal> or l:<SliceLocation>
