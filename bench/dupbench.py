@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from embedlab import duplicates as dup  # noqa: E402
-from embedlab.analysis import load_for_analysis, neighbourhood  # noqa: E402
+from embedlab.analysis import item_slices, load_for_analysis, neighbourhood  # noqa: E402
 from embedlab.descriptor import DEFAULT_RECIPE  # noqa: E402
 from embedlab.indexer import embed_folder  # noqa: E402
 from embedlab.registry import semantic_columns  # noqa: E402
@@ -63,7 +63,7 @@ def load_half(half: str, dataset: Path, recipe: str) -> dict[str, Any]:
         "evidence": [evidence.get(s) for s in shas],
         "images": images,
         # DICOM series places per item, as `analyze` reads them (two places of one series never group).
-        "slices": [next((placed[p] for p in by_sha[s] if p in placed), None) for s in shas],
+        "slices": item_slices([by_sha[s] for s in shas], placed),
     }
 
 
@@ -119,7 +119,7 @@ def embedlab_groups(data: dict[str, Any], threshold: float, k: int, floor: float
     cands = candidates_for(data, k, floor)
     links = dup.Verifier(data["evidence"]).links(cands, threads=2)
     multi = [len(p) > 1 for p in data["paths"]]
-    apart = other_slices(cands, data["slices"])
+    apart = other_slices(cands, data["slices"]) if data["slices"] is not None else set()
     links = without_marked(len(data["paths"]), links, threshold, multi, apart) if apart else links
     return groups_as_paths(data, dup.build_groups(len(data["paths"]), links, threshold, multi))
 

@@ -685,8 +685,8 @@ def synthetic_dicom(
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage
 
-    def uid(part: str) -> str:
-        return "2.25." + str(int(hashlib.sha256(f"{name}:{part}".encode()).hexdigest()[:30], 16))
+    def uid(part: str, owner: str = name) -> str:
+        return "2.25." + str(int(hashlib.sha256(f"{owner}:{part}".encode()).hexdigest()[:30], 16))
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = MRImageStorage
@@ -699,11 +699,7 @@ def synthetic_dicom(
     ds.SOPClassUID = MRImageStorage
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
     ds.StudyInstanceUID = uid("study")
-    ds.SeriesInstanceUID = (
-        uid("series")
-        if series is None
-        else "2.25." + str(int(hashlib.sha256(f"{series}:series".encode()).hexdigest()[:30], 16))
-    )
+    ds.SeriesInstanceUID = uid("series", name if series is None else series)
     if place is not None:
         plane, index = place
         orientation = PLANE_ORIENTATION[plane]

@@ -246,6 +246,15 @@ def analyze_vectors(
     return data
 
 
+def item_slices(
+    paths: Sequence[Sequence[str]], placed: dict[str, tuple[str, str]]
+) -> list[tuple[str, str] | None] | None:
+    """Per item (its paths), the DICOM (series key, slice key) of any of its files (Store.series_slices); None: none."""
+    if not placed:
+        return None
+    return [next((placed[p] for p in item if p in placed), None) for item in paths]
+
+
 def other_slices(candidates: Sequence[Candidate], slices: Sequence[tuple[str, str] | None]) -> set[tuple[int, int]]:
     """Candidate pairs that are two places of one DICOM series: different images, whatever their pixels say.
 

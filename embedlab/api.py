@@ -879,7 +879,7 @@ def _analyze(
     snapshot_held: bool = False,
 ) -> Analysis:
     """`analyze` on an open store, every read (vectors, paths, metrics, evidence) in one snapshot."""
-    from .analysis import analyze_vectors, evidence_loader, load_for_analysis
+    from .analysis import analyze_vectors, evidence_loader, item_slices, load_for_analysis
     from .marks import blocked_pairs
     from .registry import semantic_columns
 
@@ -891,8 +891,7 @@ def _analyze(
         by_sha, quality, errors = store.ok_paths_by_sha(), store.quality(), store.errors()
         rows = [by_sha[s] for s in shas]
         blocked = blocked_pairs(shas, [(a, b) for a, b, _ in store.marks()])
-        placed = store.series_slices()
-        slices = [next((placed[p] for p in paths if p in placed), None) for paths in rows] if placed else None
+        slices = item_slices(rows, store.series_slices())
         links: list[Link] = []
         with Progress(len(shas), "analyzing", unit="vec") as bar:
             data = analyze_vectors(

@@ -808,5 +808,6 @@ def query_vectors(
             if turned is not None:
                 quarter = [rgb.transpose(move) for rgb in images.values() for move in QUARTER_TURNS]
                 rows = backbone.vectors([backbone.prepare(rgb) for rgb in quarter])
-                turned.update({i: rows[n * 3 : n * 3 + 3] for n, i in enumerate(images)})
+                moves = len(QUARTER_TURNS)
+                turned.update({i: rows[n * moves : (n + 1) * moves] for n, i in enumerate(images)})
     return out, backbone
