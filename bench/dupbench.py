@@ -148,11 +148,19 @@ def cmd_fit(data: dict[str, Any], k: int, floor: float) -> Model:
     w_cos, b_cos = fit_logistic(np.array([[m.cosine] for m, _ in keep]), y)
     log(f"cosine only (indexes without evidence): Logistic(weights=({w_cos[0]:.4f},), bias={b_cos:.4f})")
     log(f"geometry channel: {len(y_geo)} pairs with a keypoint fit ({int(y_geo.sum())} true)")
+    # The inset channel is fitted on the pairs it can decide: found inside the larger picture, and left
+    # below even odds by the other two channels (fitted on every found pair, the copies that the other
+    # channels already prove, and whose inset is a crop at another scale, would blur its cut-off).
+    others = Model(Logistic(tuple(w_pix), b_pix), Logistic(tuple(w_geo), b_geo))
+    found = [(m, v) for m, v in keep if m.inset > -1.0 and others.probability([m])[0] < 0.5]
+    y_ins = np.array([float(v) for _, v in found])
+    w_ins, b_ins = fit_logistic(np.stack([m.inset_features() for m, _ in found]), y_ins)
+    log(f"inset channel: {len(y_ins)} undecided pairs, smaller picture found in the larger ({int(y_ins.sum())} true)")
 
     def rounded(w: np.ndarray, b: float) -> Logistic:
         return Logistic(tuple(round(float(v), 4) for v in w), round(b, 4))
 
-    return Model(rounded(w_pix, b_pix), rounded(w_geo, b_geo))
+    return Model(rounded(w_pix, b_pix), rounded(w_geo, b_geo), rounded(w_ins, b_ins))
 
 
 def true_pairs(data: dict[str, Any]) -> list[tuple[str, int, int]]:

@@ -43,6 +43,7 @@ SAME_PIXELS_NCC = 0.985  # thumbnails this close under no move: the same pixels,
 MODEL = Model(
     pixel=Logistic(weights=(1.2634, 0.4552, 16.049), bias=-2.3259),
     geometry=Logistic(weights=(1.8957, 13.7146, 1.0967, 3.6317, -6.7484, -0.3154), bias=-6.7583),
+    inset=Logistic(weights=(3.2166,), bias=-5.2529),
 )
 # For a pair where one side has no evidence (an index embedded before evidence existed).
 COSINE_ONLY = Logistic(weights=(19.0552,), bias=-18.1651)
@@ -189,6 +190,8 @@ def describe(p: PairEvidence) -> tuple[str, str | None]:
         return "edited_copy", p.pixel_move  # mirror or rotation by quarter turns
     if p.inliers:
         return "edited_copy", "geometry" if p.overlap < 0.9 or pixel < 0.9 else "tone"
+    if p.inset > -1.0:
+        return "edited_copy", "geometry"  # found inside the larger picture: a canvas, a window, a crop
     return "edited_copy", "tone"
 
 

@@ -9,9 +9,12 @@ edited, and says how:
   degree rotation);
 * ``geometry``: ORB keypoints agree under one affine map found by RANSAC, and
   the thumbnails agree where the map lays one picture on the other (crop, pad,
-  small rotation, stretch, a picture inside a larger canvas, overlays).
+  small rotation, stretch, a picture inside a larger canvas, overlays);
+* ``inset``: the smaller picture, at its own pixel scale, is found inside the
+  larger one's thumbnail (a picture pasted into a canvas, a window screenshot, a
+  crop): small pictures, where keypoints are too few to fit a map.
 
-The two measurements become one duplicate probability through a logistic model
+The measurements become one duplicate probability through a logistic model
 whose coefficients were fitted on the tuning half of bench/dupbench.py (a split
 by source image; the other half only reports). Those shipped constants give
 ``--dup-threshold`` one meaning: the estimated probability that a pair is one
@@ -44,6 +47,9 @@ FLAT_STD = 2.0  # grey levels: a thumbnail this flat has no structure to compare
 DETAIL_SIGMA = (1.0, 3.0)  # thumbnail pixels: the band of fine detail, compared apart from the broad layout
 TINY_SIDE = 64  # pictures smaller than the thumbnail (icons, Fashion-MNIST items, small faces)
 TINY_AGREEMENT = 0.9  # their thumbnails agree this well only as one picture (no look-alike did, bench/dupbench.py)
+INSET_MAX_SHARE = 0.9  # inset: the smaller picture spans at most this share of the larger one's width and height ...
+INSET_MIN_SIDE = 12  # ... and at least this many thumbnail pixels of it
+INSET_PEAK = 0.85  # template-match correlation below which the inset is not measured further
 
 # The eight flips and quarter turns of a square thumbnail, and what they mean for the picture.
 DIHEDRAL: tuple[tuple[str, int, bool], ...] = (
@@ -73,6 +79,7 @@ class PairEvidence:
     pixel_rank: float = -1.0  # NCC of their ranks under the same move (blind to tone curves)
     side: int = 0  # the smaller picture's shorter side, in pixels
     detail: float = -1.0  # NCC of their fine detail under the same move (blind to a shared broad layout)
+    inset: float = -1.0  # agreement of the smaller picture found at its own scale inside the larger (-1: not tried)
 
     @property
     def fitted(self) -> bool:
@@ -98,6 +105,10 @@ class PairEvidence:
         # the size term alone asks it for 0.996; past TINY_AGREEMENT its agreement counts apart.
         tiny = max(0.0, agreement - _logit_ncc(TINY_AGREEMENT)) if self.side < TINY_SIDE else 0.0
         return np.array([agreement, small, tiny], dtype=np.float64)
+
+    def inset_features(self) -> np.ndarray:
+        """Input of the inset channel: how well the smaller picture agrees where it sits in the larger."""
+        return np.array([_logit_ncc(self.inset)], dtype=np.float64)
 
     def geometry_features(self) -> np.ndarray:
         """Inputs of the geometry channel: the keypoint fit and what it overlays."""
@@ -310,6 +321,52 @@ def rank_correlation(x: np.ndarray, y: np.ndarray) -> float:
     return float(rx @ ry / denom) if denom > 1e-12 else -1.0
 
 
+def inset_agreement(a: Evidence, b: Evidence) -> float:
+    """Find the smaller picture, at its own pixel scale, inside the larger one's thumbnail; -1 where it cannot be.
+
+    A picture pasted into a canvas or shown in a window keeps its pixels: its
+    footprint in the larger picture's thumbnail is its size over the larger's,
+    so one template match at that one scale finds it. The agreement is then
+    measured as the pixel channel measures it (the weaker of grey levels or ranks
+    and fine detail), on the footprint and the template both brought to the
+    thumbnail's size, so neither keeps detail the other lacks.
+    """
+    import cv2
+
+    if a.width * a.height > b.width * b.height:
+        a, b = b, a
+    if a.width > b.width or a.height > b.height:
+        return -1.0
+    side = float(THUMB_SIDE)
+    width, height = a.width / b.width * side, a.height / b.height * side
+    if max(width, height) > INSET_MAX_SHARE * side or min(width, height) < INSET_MIN_SIDE:
+        return -1.0
+    size = (round(width), round(height))
+    template = cv2.resize(a.thumb.astype(np.float32), size, interpolation=cv2.INTER_AREA)
+    if float(template.std()) < FLAT_STD:
+        return -1.0
+    larger = b.thumb.astype(np.float32)
+    response = cv2.matchTemplate(larger, template, cv2.TM_CCOEFF_NORMED)
+    _, peak, _, (x, y) = cv2.minMaxLoc(response)
+    if peak < INSET_PEAK:
+        return -1.0
+    region = larger[y : y + size[1], x : x + size[0]]
+    # Both at the footprint's resolution, brought up to the thumbnail's size the same way.
+    (na, flat_a), (nb, flat_b) = (normalised_thumb(_to_thumb(t)) for t in (template, region))
+    if flat_a or flat_b:
+        return -1.0
+    ranks, grey, detail = (float(v) for v in np.einsum("cxy,cxy->c", na, nb))
+    return min(max(grey, ranks), detail)
+
+
+def _to_thumb(pixels: np.ndarray) -> np.ndarray:
+    """A patch resampled to the thumbnail's size, as grey levels."""
+    import cv2
+
+    moved = cv2.resize(pixels, (THUMB_SIDE, THUMB_SIDE), interpolation=cv2.INTER_LINEAR)
+    return np.clip(np.round(moved), 0, 255).astype(np.uint8)
+
+
 def needs_geometry(pixel: float, ranks: float, cosine: float, geometry: bool = True) -> bool:
     """Whether the keypoint fit can still matter.
 
@@ -337,9 +394,11 @@ def finish(
     """The pair's measurements, given its pixel agreement: the keypoint fit where it can matter."""
     side = min(a.width, a.height, b.width, b.height)
     if not needs_geometry(pixel, ranks, cosine, geometry):
-        return PairEvidence(cosine, pixel, how, 0, 0.0, -1.0, 0.0, flat, ranks, side, detail)
+        inset = inset_agreement(a, b) if max(pixel, ranks) < PIXEL_DECISIVE else -1.0
+        return PairEvidence(cosine, pixel, how, 0, 0.0, -1.0, 0.0, flat, ranks, side, detail, inset)
     inliers, frac, warped, overlap = geometric_agreement(a, b, na, nb)
-    return PairEvidence(cosine, pixel, how, inliers, frac, warped, overlap, flat, ranks, side, detail)
+    inset = inset_agreement(a, b)
+    return PairEvidence(cosine, pixel, how, inliers, frac, warped, overlap, flat, ranks, side, detail, inset)
 
 
 @dataclass(frozen=True)
@@ -362,6 +421,7 @@ class Model:
 
     pixel: Logistic
     geometry: Logistic
+    inset: Logistic | None = None
 
     def probability(self, pairs: Sequence[PairEvidence]) -> np.ndarray:
         if not pairs:
@@ -371,4 +431,7 @@ class Model:
         if fitted:
             g = self.geometry(np.stack([pairs[n].geometry_features() for n in fitted]))
             p[fitted] = np.maximum(p[fitted], g)
+        found = [n for n, q in enumerate(pairs) if q.inset > -1.0]
+        if found and self.inset is not None:
+            p[found] = np.maximum(p[found], self.inset(np.stack([pairs[n].inset_features() for n in found])))
         return p

@@ -80,3 +80,36 @@ def test_a_noisy_copy_of_a_tiny_picture_is_verified_on_its_pixels_and_a_tiny_loo
     # ... and the same agreement on a large picture gets no such credit: its detail is its own.
     large = replace(same, side=256)
     assert large.pixel_features()[2] == 0.0 and MODEL.pixel(large.pixel_features()[None])[0] < 0.92
+
+
+def _pasted(picture: Image.Image, scale: float, where: tuple[int, int], seed: int = 0) -> Image.Image:
+    """``picture`` at its own pixel scale inside a larger canvas: a vertical colour ramp with a few discs."""
+    from PIL import ImageDraw
+
+    width, height = round(picture.width * scale), round(picture.height * scale)
+    ramp = np.linspace(40.0, 200.0, height)[:, None, None] * np.array([1.0, 0.8, 0.6])
+    canvas = Image.fromarray(np.repeat(ramp, width, axis=1).astype(np.uint8))
+    draw = ImageDraw.Draw(canvas)
+    rng = np.random.default_rng(seed)
+    for _ in range(3):
+        x, y, r = (int(v) for v in rng.integers(0, min(width, height), size=3) // (1, 1, 8))
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=(230, 60, 60))
+    canvas.paste(picture.convert("RGB"), where)
+    return canvas
+
+
+def test_a_small_picture_pasted_into_a_canvas_is_found_inside_it_and_a_look_alike_is_not() -> None:
+    from embedlab.verify import inset_agreement
+
+    # Two 40 px faces of one size: a different face in the same canvas is the look-alike.
+    face = Image.fromarray(data.astronaut()).crop((150, 30, 330, 210)).resize((40, 40), Image.Resampling.BOX)
+    other = Image.fromarray(data.astronaut()).crop((0, 250, 180, 430)).resize((40, 40), Image.Resampling.BOX)
+    for scale, where in ((2.0, (20, 10)), (1.6, (10, 12)), (1.5, (7, 3))):
+        canvas = _pasted(face, scale, where)
+        ev = [evidence.compute(p) for p in (face, canvas, other)]
+        assert inset_agreement(ev[0], ev[1]) > 0.9  # either order: the smaller is looked for in the larger
+        assert inset_agreement(ev[1], ev[0]) == inset_agreement(ev[0], ev[1])
+        assert inset_agreement(ev[2], ev[1]) < 0.5
+        assert inset_agreement(ev[0], ev[2]) == -1.0  # one size: nothing to look inside (the pixel channel's case)
+        verifier = Verifier(ev)
+        assert verifier.link(0, 1, 0.6).score >= 0.92 > 0.5 > verifier.link(1, 2, 0.6).score
