@@ -27,12 +27,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from embedlab import duplicates as dup  # noqa: E402
-from embedlab.analysis import item_slices, load_for_analysis, neighbourhood  # noqa: E402
+from embedlab.analysis import item_slices, load_for_analysis, neighbourhood, with_small_candidates  # noqa: E402
 from embedlab.descriptor import DEFAULT_RECIPE  # noqa: E402
 from embedlab.indexer import embed_folder  # noqa: E402
 from embedlab.registry import semantic_columns  # noqa: E402
 from embedlab.store import Store  # noqa: E402
-from embedlab.verify import Logistic, Model, PairEvidence  # noqa: E402
+from embedlab.verify import TINY_SIDE, Logistic, Model, PairEvidence  # noqa: E402
 
 CACHE = ROOT / "bench" / ".cache"
 
@@ -77,8 +77,12 @@ def item_label(paths_a: list[str], paths_b: list[str], group_of: dict[str, int])
 
 
 def candidates_for(data: dict[str, Any], k: int, floor: float) -> list[dup.Candidate]:
+    """As `analyze` proposes them: the vectors' nearest, and the thumbnails' for pictures smaller than them."""
     hood = neighbourhood(data["matrix"], k, 2.0)
-    return dup.candidate_pairs(hood.index, hood.sim, k=k, floor=floor)
+    cands = dup.candidate_pairs(hood.index, hood.sim, k=k, floor=floor)
+    evidence = data["evidence"]
+    small = [n for n, e in enumerate(evidence) if e is not None and min(e.width, e.height) < TINY_SIDE]
+    return with_small_candidates(cands, data["matrix"], small, lambda items: {i: evidence[i] for i in items})
 
 
 def measured_pairs(data: dict[str, Any], cands: list[dup.Candidate]) -> list[PairEvidence | None]:

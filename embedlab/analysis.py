@@ -9,6 +9,7 @@ Above it, `embedlab.ivf` builds an approximate k-NN graph with exact scores.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
@@ -16,8 +17,19 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from . import anomaly
-from .duplicates import CANDIDATE_K, Candidate, Group, Link, Verifier, build_groups, candidate_pairs
+from .duplicates import (
+    CANDIDATE_K,
+    THUMB_MAX_ITEMS,
+    Candidate,
+    Group,
+    Link,
+    Verifier,
+    build_groups,
+    candidate_pairs,
+    thumbnail_pairs,
+)
 from .search import SCORE_DECIMALS
+from .verify import COARSE_SIDE, coarse, normalised_thumb
 
 if TYPE_CHECKING:
     from .evidence import Evidence
@@ -28,6 +40,7 @@ EXACT_MAX_ITEMS = 20_000  # above this, `analyze` uses the k-NN graph of embedla
 FLOAT16_ABOVE_BYTES = 2 << 30  # hold vectors as float16 when float32 would take more (1M x 1347: 5.4 GB)
 _LOAD_CHUNK = 8192
 EvidenceLoader = Callable[[Sequence[int]], dict[int, "Evidence"]]
+log = logging.getLogger("embedlab")
 
 
 @dataclass(frozen=True)
@@ -212,6 +225,7 @@ def analyze_vectors(
     blocked: set[tuple[int, int]] | None = None,
     links_out: list[Link] | None = None,
     slices: Sequence[tuple[str, str] | None] | None = None,
+    small: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """The `analyze` answer for unit vectors ``matrix`` whose rows hold ``paths``.
 
@@ -227,10 +241,14 @@ def analyze_vectors(
     grouped; ``links_out`` receives every verified link less the marked ones.
     ``slices``: per item, its DICOM (series key, slice key) or None; two slices of
     one series at two places are kept apart like a marked pair (``other_slices``).
+    ``small``: the items smaller than the evidence thumbnail, also proposed by their
+    thumbnails (``small_candidates``).
     """
     graph_k = max(k, CANDIDATE_K)
     hood = neighbours(matrix, graph_k, 2.0, memory_mb=memory_mb, approximate=approximate, on_rows=on_rows)
     candidates = candidate_pairs(hood.index, hood.sim)
+    if small and evidence is not None:
+        candidates = with_small_candidates(candidates, matrix, small, evidence)
     apart = other_slices(candidates, slices) if slices is not None else set()
     if apart:
         blocked = (blocked or set()) | apart
@@ -244,6 +262,42 @@ def analyze_vectors(
     if apart:  # only where an index has such slices: otherwise the answer is exactly as before
         data["series_slices_apart"] = len(apart)
     return data
+
+
+def small_candidates(matrix: np.ndarray, small: Sequence[int], evidence: EvidenceLoader) -> list[Candidate]:
+    """Pairs of pictures smaller than the thumbnail proposed by their thumbnails under any move (``thumbnail_pairs``).
+
+    Each with its vectors' cosine and its rank in the thumbnail search. Up to
+    THUMB_MAX_ITEMS such pictures (the search is exact, all pairs); beyond, none.
+    """
+    items = sorted(set(small))
+    if len(items) < 2:
+        return []
+    if len(items) > THUMB_MAX_ITEMS:
+        log.info("%d pictures smaller than the thumbnail: proposed by their vectors only", len(items))
+        return []
+    grey = np.zeros((len(items), COARSE_SIDE, COARSE_SIDE), dtype=np.float32)
+    for start in range(0, len(items), VERIFY_ITEMS):
+        part = items[start : start + VERIFY_ITEMS]
+        loaded = evidence(part)
+        for n, item in enumerate(part, start):
+            if item in loaded:  # no evidence (an older index): all zero, so nothing is proposed for it
+                grey[n] = coarse(normalised_thumb(loaded[item].thumb)[0])[1]
+    out = []
+    for a, b, _, rank in thumbnail_pairs(grey):
+        i, j = items[a], items[b]
+        cosine = float(np.dot(matrix[i].astype(np.float32), matrix[j].astype(np.float32)))
+        out.append((i, j, cosine, rank))
+    return out
+
+
+def with_small_candidates(
+    candidates: list[Candidate], matrix: np.ndarray, small: Sequence[int], evidence: EvidenceLoader
+) -> list[Candidate]:
+    """``candidates`` plus the thumbnail proposals they lack, in (i, j) order."""
+    have = {(c[0], c[1]) for c in candidates}
+    extra = [c for c in small_candidates(matrix, small, evidence) if (c[0], c[1]) not in have]
+    return sorted(candidates + extra) if extra else candidates
 
 
 def item_slices(

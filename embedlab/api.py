@@ -882,6 +882,7 @@ def _analyze(
     from .analysis import analyze_vectors, evidence_loader, item_slices, load_for_analysis
     from .marks import blocked_pairs
     from .registry import semantic_columns
+    from .verify import TINY_SIDE
 
     meta = store.meta()
     with _held(store, snapshot_held):
@@ -892,6 +893,8 @@ def _analyze(
         rows = [by_sha[s] for s in shas]
         blocked = blocked_pairs(shas, [(a, b) for a, b, _ in store.marks()])
         slices = item_slices(rows, store.series_slices())
+        tiny = store.small_contents(TINY_SIDE)
+        small = [n for n, s in enumerate(shas) if s in tiny]
         links: list[Link] = []
         with Progress(len(shas), "analyzing", unit="vec") as bar:
             data = analyze_vectors(
@@ -908,6 +911,7 @@ def _analyze(
                 blocked=blocked or None,
                 links_out=links,
                 slices=slices,
+                small=small,
             )
     data["unreadable"] = [{"path": p, "error": e} for p, e in errors]
     data.update(

@@ -21,12 +21,14 @@ import numpy as np
 from .evidence import Evidence
 from .verify import (
     ASPECT_TOLERANCE,
+    COARSE_FLOOR,
     DIHEDRAL,
     GEOMETRY_RANK,
     Logistic,
     Model,
     PairEvidence,
     coarse,
+    dihedral_move,
     finish,
     needs_geometry,
     normalised_thumb,
@@ -35,6 +37,9 @@ from .verify import (
 
 CANDIDATE_K = 20  # nearest neighbours of each item that are verified (10 missed 6 % of true pairs on the tune half)
 CANDIDATE_COSINE = 0.45  # proposals below this cosine are never verified (tuned for recall on the tune half)
+THUMB_K = 10  # pictures smaller than the thumbnail: also each one's 10 nearest by its thumbnail under the 8 moves
+THUMB_MAX_ITEMS = 20_000  # ... an exact all-pairs search, so only up to this many such pictures
+THUMB_BLOCK = 2048  # rows per block of that search
 PIXEL_BLOCK = 1024  # candidate pairs whose thumbnails are compared in one NumPy pass
 FLAT_TONE = 2.0  # grey levels between two flat pictures that are still one
 SAME_PIXELS_NCC = 0.985  # thumbnails this close under no move: the same pixels, re-encoded or resized
@@ -92,6 +97,43 @@ def candidate_pairs(
                 before = seen.get((a, b))
                 seen[(a, b)] = (float(s), rank if before is None else min(rank, before[1]))
     return [(a, b, s, r) for (a, b), (s, r) in sorted(seen.items())]
+
+
+def thumbnail_pairs(coarse_grey: np.ndarray, k: int = THUMB_K, floor: float = COARSE_FLOOR) -> list[Candidate]:
+    """Unique pairs (i < j, NCC, rank) from each row's ``k`` nearest by coarse thumbnail under any flip or quarter turn.
+
+    The vectors propose poorly for pictures smaller than the thumbnail: the network
+    sees a 25 px face or a 28 px shirt blown up to its input size, and a turned or
+    noisy copy lands far from its source (bench/dupbench.py: most true pairs the
+    vectors never proposed are such pictures). ``coarse_grey``: (n, S, S) normalised
+    coarse thumbnails (``verify.coarse``, grey channel); pairs below ``floor`` are
+    left out, as the verifier would rule them out at once.
+    """
+    n = coarse_grey.shape[0]
+    kk = min(k, n - 1)
+    if kk < 1:
+        return []
+    flat = np.ascontiguousarray(coarse_grey.reshape(n, -1), dtype=np.float32)
+    moved = [
+        np.ascontiguousarray(dihedral_move(coarse_grey, turns, mirrored).reshape(n, -1), dtype=np.float32)
+        for _, turns, mirrored in DIHEDRAL
+    ]
+    seen: dict[tuple[int, int], tuple[float, int]] = {}
+    for start in range(0, n, THUMB_BLOCK):
+        block = flat[start : start + THUMB_BLOCK]
+        best = np.max(np.stack([block @ other.T for other in moved]), axis=0)
+        best[np.arange(len(block)), np.arange(start, start + len(block))] = -np.inf
+        nearest = np.argsort(-best, axis=1, kind="stable")[:, :kk]
+        for row, found in enumerate(nearest):
+            i = start + row
+            for rank, j in enumerate(found.tolist()):
+                value = float(best[row, j])
+                if value < floor:
+                    break
+                a, b = (i, j) if i < j else (j, i)
+                before = seen.get((a, b))
+                seen[(a, b)] = (value, rank if before is None else min(rank, before[1]))
+    return [(a, b, v, r) for (a, b), (v, r) in sorted(seen.items())]
 
 
 class Verifier:

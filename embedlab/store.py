@@ -546,6 +546,13 @@ class Store:
         )
         return {r[0]: Evidence.from_blobs(*r[1:]) for r in rows}
 
+    def small_contents(self, side: int) -> set[str]:
+        """Contents whose stored evidence describes a picture with a side shorter than ``side`` pixels."""
+        rows = self.execute(
+            f"SELECT sha256 FROM evidence WHERE version = {EVIDENCE_VERSION} AND min(width, height) < ?", (side,)
+        )
+        return {r[0] for r in rows}
+
     def _vec_table_exists(self) -> bool:
         return bool(self.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (VEC_TABLE,)))
 

@@ -162,7 +162,7 @@ def mean_ranks(values: np.ndarray) -> np.ndarray:
     return (starts + (counts - 1) / 2.0)[inverse].astype(np.float64)
 
 
-def _move(thumb: np.ndarray, quarter_turns: int, mirrored: bool) -> np.ndarray:
+def dihedral_move(thumb: np.ndarray, quarter_turns: int, mirrored: bool) -> np.ndarray:
     """A flip and quarter turns of the last two axes."""
     moved = thumb[..., ::-1] if mirrored else thumb
     return np.rot90(moved, quarter_turns, axes=(-2, -1))
@@ -228,7 +228,7 @@ def _agreement(
         if not allowed.any():
             continue
         # One contiguous copy per move: einsum over rot90's strided views is several times slower.
-        moved = np.ascontiguousarray(_move(nb, turns, mirrored)).reshape(count, channels, -1)
+        moved = np.ascontiguousarray(dihedral_move(nb, turns, mirrored)).reshape(count, channels, -1)
         ncc = np.einsum("bcx,bcx->bc", flat_a, moved).astype(np.float64)
         r, g = ncc[:, 0], ncc[:, 1]
         key = np.where(allowed, np.maximum(g, r), -np.inf)

@@ -265,3 +265,30 @@ def test_copies_first_finds_the_source_of_a_quarter_turned_copy_beyond_the_query
     assert Path(plain[0]["path"]).name != "camera.png"  # the vectors are not rotation-invariant
     first = json.loads(_cli_json([*argv, "--copies-first"]))["results"][0]
     assert Path(first["path"]).name == "camera.png" and first["copy"] >= 0.92
+
+
+def test_a_turned_noisy_copy_of_a_tiny_picture_is_grouped_though_its_vectors_are_far_apart(tmp_path: Path) -> None:
+    import embedlab
+
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    names = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "camera.png", "brick.png", "retina.jpg")
+    for name in names:
+        _photo(name).resize((28, 28), Image.Resampling.BOX).save(folder / f"{Path(name).stem}.png")
+    coffee = np.asarray(_photo("coffee.png").resize((28, 28), Image.Resampling.BOX).rotate(90), dtype=np.float64)
+    noisy = coffee + np.random.default_rng(0).normal(0.0, 12.0, coffee.shape)
+    Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(folder / "coffee_turned_noisy.png")
+    index = embedlab.embed(folder, tmp_path / "index")
+    result = index.analyze(dup_threshold=0.92, anomaly_top=1)
+    groups = [sorted(Path(p).name for p in g) for g in result.to_dict()["duplicate_groups"]]
+    assert groups == [["coffee.png", "coffee_turned_noisy.png"]]
+    from embedlab.analysis import evidence_loader, small_candidates
+
+    with Store(tmp_path / "index") as store:
+        assert len(store.small_contents(64)) == len(names) + 1 and not store.small_contents(28)
+        sha_of = {Path(p).name: sha for sha, paths in store.ok_paths_by_sha().items() for p in paths}
+        shas, matrix = store.load_vectors(through_vec=False)
+        # Proposed by the thumbnails alone, as each other's nearest: the vectors need not find the pair.
+        proposed = small_candidates(matrix, range(len(shas)), evidence_loader(store, shas))
+    a, b = sorted(shas.index(sha_of[n]) for n in ("coffee.png", "coffee_turned_noisy.png"))
+    assert [(i, j, rank) for i, j, _, rank in proposed if (i, j) == (a, b)] == [(a, b, 0)]

@@ -113,3 +113,23 @@ def test_a_small_picture_pasted_into_a_canvas_is_found_inside_it_and_a_look_alik
         assert inset_agreement(ev[0], ev[2]) == -1.0  # one size: nothing to look inside (the pixel channel's case)
         verifier = Verifier(ev)
         assert verifier.link(0, 1, 0.6).score >= 0.92 > 0.5 > verifier.link(1, 2, 0.6).score
+
+
+def test_a_turned_noisy_copy_of_a_tiny_picture_is_proposed_by_its_thumbnail() -> None:
+    from embedlab.duplicates import thumbnail_pairs
+    from embedlab.verify import coarse, normalised_thumb
+
+    # 28 px crops of real photos: the vectors of such pictures are unreliable proposers.
+    crops = [
+        Image.fromarray(picture).convert("RGB").resize((28, 28), Image.Resampling.BOX)
+        for picture in (data.astronaut(), data.coffee(), data.chelsea(), data.rocket(), data.camera())
+    ]
+    turned = _noisy(crops[1].rotate(90), 10.0)
+    pictures = [*crops, turned]
+    grey = np.stack([coarse(normalised_thumb(evidence.compute(p).thumb)[0])[1] for p in pictures])
+    pairs = {(a, b): (ncc, rank) for a, b, ncc, rank in thumbnail_pairs(grey, k=1)}
+    assert (1, 5) in pairs and pairs[(1, 5)][0] > 0.9 and pairs[(1, 5)][1] == 0
+    # each picture's one nearest is proposed only at or above the floor, and never itself
+    assert all(a < b and ncc >= 0.6 for (a, b), (ncc, _) in pairs.items())
+    verifier = Verifier([evidence.compute(p) for p in pictures])
+    assert verifier.link(1, 5, 0.3).score >= 0.92
