@@ -39,7 +39,7 @@ CANDIDATE_K = 20  # nearest neighbours of each item that are verified (10 missed
 CANDIDATE_COSINE = 0.45  # proposals below this cosine are never verified (tuned for recall on the tune half)
 THUMB_K = 10  # pictures smaller than the thumbnail: also each one's 10 nearest by its thumbnail under the 8 moves
 THUMB_MAX_ITEMS = 20_000  # ... an exact all-pairs search, so only up to this many such pictures
-THUMB_BLOCK = 2048  # rows per block of that search
+THUMB_BLOCK = 512  # rows per block of that search (2 x 512 x THUMB_MAX_ITEMS floats: 80 MB)
 PIXEL_BLOCK = 1024  # candidate pairs whose thumbnails are compared in one NumPy pass
 FLAT_TONE = 2.0  # grey levels between two flat pictures that are still one
 SAME_PIXELS_NCC = 0.985  # thumbnails this close under no move: the same pixels, re-encoded or resized
@@ -121,15 +121,22 @@ def thumbnail_pairs(coarse_grey: np.ndarray, k: int = THUMB_K, floor: float = CO
     seen: dict[tuple[int, int], tuple[float, int]] = {}
     for start in range(0, n, THUMB_BLOCK):
         block = flat[start : start + THUMB_BLOCK]
-        best = np.max(np.stack([block @ other.T for other in moved]), axis=0)
+        best = block @ moved[0].T
+        for other in moved[1:]:
+            np.maximum(best, block @ other.T, out=best)
         best[np.arange(len(block)), np.arange(start, start + len(block))] = -np.inf
-        nearest = np.argsort(-best, axis=1, kind="stable")[:, :kk]
-        for row, found in enumerate(nearest):
+        top = np.argpartition(-best, kk - 1, axis=1)[:, :kk]
+        for row, found in enumerate(top):
             i = start + row
-            for rank, j in enumerate(found.tolist()):
-                value = float(best[row, j])
-                if value < floor:
-                    break
+            values = best[row, found]
+            keep = values >= floor
+            if not keep.any():
+                continue
+            # Nearest first, ties by index: the order never depends on the partition.
+            order = np.lexsort((found[keep], -values[keep]))
+            for rank, (j, value) in enumerate(
+                zip(found[keep][order].tolist(), values[keep][order].tolist(), strict=True)
+            ):
                 a, b = (i, j) if i < j else (j, i)
                 before = seen.get((a, b))
                 seen[(a, b)] = (value, rank if before is None else min(rank, before[1]))
