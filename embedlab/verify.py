@@ -50,6 +50,8 @@ TINY_AGREEMENT = 0.9  # their thumbnails agree this well only as one picture (no
 INSET_MAX_SHARE = 0.9  # inset: the smaller picture spans at most this share of the larger one's width and height ...
 INSET_MIN_SIDE = 12  # ... and at least this many thumbnail pixels of it
 INSET_PEAK = 0.85  # template-match correlation below which the inset is not measured further
+INSET_TURNED_BELOW = 0.9  # a picture smaller than the thumbnail agreeing less than this is also looked for turned
+INSET_ANGLES = tuple(float(a) for a in range(-16, 17, 2) if a)  # by these degrees (a rotation of 10-15 degrees)
 
 # The eight flips and quarter turns of a square thumbnail, and what they mean for the picture.
 DIHEDRAL: tuple[tuple[str, int, bool], ...] = (
@@ -346,17 +348,45 @@ def inset_agreement(a: Evidence, b: Evidence) -> float:
     if float(template.std()) < FLAT_STD:
         return -1.0
     larger = b.thumb.astype(np.float32)
-    response = cv2.matchTemplate(larger, template, cv2.TM_CCOEFF_NORMED)
-    _, peak, _, (x, y) = cv2.minMaxLoc(response)
+    found = _inset_at(larger, template)
+    if min(a.width, a.height) < TINY_SIDE and found < INSET_TURNED_BELOW:
+        # A small picture turned by a few degrees (and its canvas enlarged to hold it): keypoints are
+        # too few to fit that map, so the larger thumbnail is turned back, in the pictures' own
+        # geometry (thumbnails squash the aspect ratio), and searched again.
+        for angle in INSET_ANGLES:
+            found = max(found, _inset_at(_turned(larger, b.width, b.height, angle), template))
+    return found
+
+
+def _inset_at(larger: np.ndarray, template: np.ndarray) -> float:
+    """The template's agreement where it best matches inside ``larger`` (-1: no match as strong as INSET_PEAK)."""
+    import cv2
+
+    _, peak, _, (x, y) = cv2.minMaxLoc(cv2.matchTemplate(larger, template, cv2.TM_CCOEFF_NORMED))
     if peak < INSET_PEAK:
         return -1.0
-    region = larger[y : y + size[1], x : x + size[0]]
+    height, width = template.shape
+    region = larger[y : y + height, x : x + width]
     # Both at the footprint's resolution, brought up to the thumbnail's size the same way.
     (na, flat_a), (nb, flat_b) = (normalised_thumb(_to_thumb(t)) for t in (template, region))
     if flat_a or flat_b:
         return -1.0
     ranks, grey, detail = (float(v) for v in np.einsum("cxy,cxy->c", na, nb))
     return min(max(grey, ranks), detail)
+
+
+def _turned(thumb: np.ndarray, width: int, height: int, angle: float) -> np.ndarray:
+    """A thumbnail of a width x height picture, turned by ``angle`` degrees about its centre as the picture would be."""
+    import cv2
+
+    side = float(THUMB_SIDE)
+    to_picture = np.diag([width / side, height / side, 1.0])
+    centre = ((side - 1) / 2 * width / side, (side - 1) / 2 * height / side)
+    turn = np.vstack([cv2.getRotationMatrix2D(centre, angle, 1.0), [0.0, 0.0, 1.0]])
+    matrix = (np.linalg.inv(to_picture) @ turn @ to_picture)[:2]
+    return np.asarray(
+        cv2.warpAffine(thumb, matrix, (THUMB_SIDE, THUMB_SIDE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    )
 
 
 def _to_thumb(pixels: np.ndarray) -> np.ndarray:

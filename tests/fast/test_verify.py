@@ -133,3 +133,18 @@ def test_a_turned_noisy_copy_of_a_tiny_picture_is_proposed_by_its_thumbnail() ->
     assert all(a < b and ncc >= 0.6 for (a, b), (ncc, _) in pairs.items())
     verifier = Verifier([evidence.compute(p) for p in pictures])
     assert verifier.link(1, 5, 0.3).score >= 0.92
+
+
+def test_a_small_picture_turned_by_a_few_degrees_is_found_inside_its_turned_canvas() -> None:
+    from embedlab.verify import inset_agreement
+
+    face = Image.fromarray(data.astronaut()).crop((150, 30, 330, 210)).resize((40, 40), Image.Resampling.BOX)
+    other = Image.fromarray(data.astronaut()).crop((0, 250, 180, 430)).resize((40, 40), Image.Resampling.BOX)
+    for angle in (-12.0, 12.0):
+        turned = face.rotate(angle, resample=Image.Resampling.BICUBIC, expand=True)
+        ev = [evidence.compute(p) for p in (face, turned, other)]
+        # Unturned, the face is not found at all (no match reaches INSET_PEAK); turned back, it agrees.
+        assert inset_agreement(ev[0], ev[1]) > 0.8
+        assert inset_agreement(ev[2], ev[1]) < 0.5
+        verifier = Verifier(ev)
+        assert verifier.link(0, 1, 0.6).score >= 0.92 > 0.5 > verifier.link(1, 2, 0.6).score
