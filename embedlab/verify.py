@@ -324,15 +324,31 @@ def rank_correlation(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def inset_agreement(a: Evidence, b: Evidence) -> float:
-    """Find the smaller picture, at its own pixel scale, inside the larger one's thumbnail; -1 where it cannot be.
+    """Find one picture as a region of the other's thumbnail; -1 where it cannot be.
 
-    A picture pasted into a canvas or shown in a window keeps its pixels: its
-    footprint in the larger picture's thumbnail is its size over the larger's,
-    so one template match at that one scale finds it. The agreement is then
-    measured as the pixel channel measures it (the weaker of grey levels or ranks
-    and fine detail), on the footprint and the template both brought to the
-    thumbnail's size, so neither keeps detail the other lacks.
+    Two footprints are tried, the two ways copies of one picture hold each other:
+
+    * the same pixels: a picture pasted into a canvas or shown in a window keeps
+      its pixels, so its footprint in the larger picture's thumbnail is its size
+      over the larger's (``_pasted_inset``);
+    * the same height (or width): a picture shipped at another aspect ratio (a
+      wallpaper at 4:3 and at 16:9) is the other cut to its shape and resized, so
+      it spans the other's full height and the share of its width that their
+      aspect ratios give.
+
+    One template match at that one scale finds it. The agreement is then measured
+    as the pixel channel measures it (the weaker of grey levels or ranks and fine
+    detail), on the footprint and the template both brought to the thumbnail's
+    size, so neither keeps detail the other lacks.
     """
+    found = _pasted_inset(a, b)
+    if found < INSET_TURNED_BELOW:
+        found = max(found, _cut_inset(a, b))
+    return found
+
+
+def _pasted_inset(a: Evidence, b: Evidence) -> float:
+    """The smaller picture at its own pixel scale inside the larger one (and turned, for a small picture)."""
     import cv2
 
     if a.width * a.height > b.width * b.height:
@@ -356,6 +372,24 @@ def inset_agreement(a: Evidence, b: Evidence) -> float:
         for angle in INSET_ANGLES:
             found = max(found, _inset_at(_turned(larger, b.width, b.height, angle), template))
     return found
+
+
+def _cut_inset(a: Evidence, b: Evidence) -> float:
+    """The picture of the narrower (or taller) aspect ratio as the other cut to its shape and resized."""
+    import cv2
+
+    if abs(math.log(a.aspect / b.aspect)) <= ASPECT_TOLERANCE:
+        return -1.0  # one shape: the pixel channel's case
+    if a.aspect > b.aspect:
+        a, b = b, a  # a is the narrower: it spans b's full height
+    side = float(THUMB_SIDE)
+    size = (round(side * a.aspect / b.aspect), THUMB_SIDE)
+    if size[0] < INSET_MIN_SIDE:
+        return -1.0
+    template = cv2.resize(a.thumb.astype(np.float32), size, interpolation=cv2.INTER_AREA)
+    if float(template.std()) < FLAT_STD:
+        return -1.0
+    return _inset_at(b.thumb.astype(np.float32), template)
 
 
 def _inset_at(larger: np.ndarray, template: np.ndarray) -> float:

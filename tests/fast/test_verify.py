@@ -148,3 +148,16 @@ def test_a_small_picture_turned_by_a_few_degrees_is_found_inside_its_turned_canv
         assert inset_agreement(ev[2], ev[1]) < 0.5
         verifier = Verifier(ev)
         assert verifier.link(0, 1, 0.6).score >= 0.92 > 0.5 > verifier.link(1, 2, 0.6).score
+
+
+def test_a_picture_shipped_at_another_aspect_ratio_is_found_as_the_other_cut_to_its_shape() -> None:
+    from embedlab.verify import inset_agreement
+
+    # A wallpaper at 16:9 and at 4:3: the 4:3 one is the wide one with its sides cut, resized.
+    wide = Image.fromarray(data.coffee()).resize((640, 360), Image.Resampling.BOX)
+    cut = wide.crop((80, 0, 560, 360)).resize((400, 300), Image.Resampling.BOX)
+    other = Image.fromarray(data.chelsea()).resize((400, 300), Image.Resampling.BOX)
+    ev = [evidence.compute(p) for p in (wide, cut, other)]
+    assert inset_agreement(ev[0], ev[1]) > 0.95 and inset_agreement(ev[1], ev[0]) == inset_agreement(ev[0], ev[1])
+    assert inset_agreement(ev[0], ev[2]) < 0.5
+    assert inset_agreement(ev[1], ev[2]) == -1.0  # one shape: nothing to cut (the pixel channel's case)
