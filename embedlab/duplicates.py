@@ -48,7 +48,7 @@ SAME_PIXELS_NCC = 0.985  # thumbnails this close under no move: the same pixels,
 MODEL = Model(
     pixel=Logistic(weights=(1.2634, 0.4552, 16.049), bias=-2.3259),
     geometry=Logistic(weights=(1.8957, 13.7146, 1.0967, 3.6317, -6.7484, -0.3154), bias=-6.7583),
-    inset=Logistic(weights=(4.0914,), bias=-7.5126),
+    inset=Logistic(weights=(4.0816,), bias=-7.4554),
 )
 # For a pair where one side has no evidence (an index embedded before evidence existed).
 COSINE_ONLY = Logistic(weights=(19.0552,), bias=-18.1651)

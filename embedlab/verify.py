@@ -369,9 +369,18 @@ def _pasted_inset(a: Evidence, b: Evidence) -> float:
         # A small picture turned by a few degrees (and its canvas enlarged to hold it): keypoints are
         # too few to fit that map, so the larger thumbnail is turned back, in the pictures' own
         # geometry (thumbnails squash the aspect ratio), and searched again.
-        for angle in INSET_ANGLES:
-            found = max(found, _inset_at(_turned(larger, b.width, b.height, angle), template))
+        # Only the turn whose match is strongest is measured further (a sixteenth of the work).
+        turns = [_turned(larger, b.width, b.height, angle) for angle in INSET_ANGLES]
+        best = max(range(len(turns)), key=lambda n: (_peak(turns[n], template), -n))
+        found = max(found, _inset_at(turns[best], template))
     return found
+
+
+def _peak(larger: np.ndarray, template: np.ndarray) -> float:
+    """The strongest normalised correlation of the template anywhere inside ``larger``."""
+    import cv2
+
+    return float(cv2.minMaxLoc(cv2.matchTemplate(larger, template, cv2.TM_CCOEFF_NORMED))[1])
 
 
 def _cut_inset(a: Evidence, b: Evidence) -> float:
