@@ -43,8 +43,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from embedlab import ann  # noqa: E402
-from embedlab.analysis import evidence_loader, load_for_analysis, neighbours, report, verify_in_chunks  # noqa: E402
-from embedlab.duplicates import candidate_pairs  # noqa: E402
+from embedlab.analysis import (  # noqa: E402
+    Neighbourhood,
+    evidence_loader,
+    fit_budget,
+    load_for_analysis,
+    neighbours,
+    report,
+    verify_in_chunks,
+)
+from embedlab.duplicates import CANDIDATE_K, candidate_pairs  # noqa: E402
 from embedlab.evidence import ORB_FEATURES, THUMB_SIDE, Evidence  # noqa: E402
 from embedlab.provenance import peak_rss_mib  # noqa: E402
 from embedlab.search import ANN_CANDIDATES, Searcher  # noqa: E402
@@ -353,7 +361,8 @@ def analyze_child(folder: Path, memory_mb: int) -> None:
                 log(f"  analyze graph: {done[0]:,} / {len(shas):,} rows, {time.perf_counter() - t0:.0f} s")
                 done[1] += max(1, len(shas) // 20)
 
-        hood = neighbours(matrix, 10, 2.0, memory_mb=memory_mb, approximate=None, on_rows=progress)
+        # As `analyze --k 10` does: the graph holds CANDIDATE_K neighbours, the anomalies use 10.
+        hood = neighbours(matrix, max(10, CANDIDATE_K), 2.0, memory_mb=memory_mb, approximate=None, on_rows=progress)
         t_graph = time.perf_counter() - t0 - t_load
         candidates = candidate_pairs(hood.index, hood.sim)
         log(f"  verifying {len(candidates):,} candidate pairs, {time.perf_counter() - t0:.0f} s")
@@ -363,11 +372,14 @@ def analyze_child(folder: Path, memory_mb: int) -> None:
             checked[0] += pairs
             log(f"  verified {checked[0]:,} / {len(candidates):,} pairs, {time.perf_counter() - t0:.0f} s")
 
-        links = verify_in_chunks(candidates, evidence_loader(store, shas), on_pairs=verified)
+        budget = fit_budget(len(shas))
+        log(f"  keypoint fits: each item's {budget.rank} nearest, {budget.keypoints} keypoints a side")
+        links = verify_in_chunks(candidates, evidence_loader(store, shas), on_pairs=verified, budget=budget)
         t_verify = time.perf_counter() - t0 - t_load - t_graph
         by_sha = store.ok_paths_by_sha()
         paths = [by_sha[s] for s in shas]
-        result = report(hood, paths, anomaly_top=8, quality=store.quality(), links=links, threshold=0.92)
+        ten = Neighbourhood(hood.index[:, :10], hood.sim[:, :10], [])
+        result = report(ten, paths, anomaly_top=8, quality=store.quality(), links=links, threshold=0.92)
         seconds = time.perf_counter() - t0
         peak_gb = peak_rss_gib()
         # Ground truth for a sample of items: an exact scan of the float32 store, streamed.
@@ -391,7 +403,7 @@ def analyze_child(folder: Path, memory_mb: int) -> None:
                 "verified_pairs": len(candidates),
                 "analyze_peak_gb": peak_gb,
                 "analyze_matrix_dtype": str(matrix.dtype),
-                "knn_graph_recall10": recall(hood.index[sample], truth),
+                "knn_graph_recall10": recall(hood.index[sample, :10], truth),
                 "duplicate_groups": len(result["duplicate_groups"]),
             }
         )

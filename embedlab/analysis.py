@@ -19,8 +19,11 @@ import numpy as np
 from . import anomaly
 from .duplicates import (
     CANDIDATE_K,
+    LARGE_BUDGET,
+    LARGE_COLLECTION,
     THUMB_MAX_ITEMS,
     Candidate,
+    FitBudget,
     Group,
     Link,
     Verifier,
@@ -252,7 +255,7 @@ def analyze_vectors(
     apart = other_slices(candidates, slices) if slices is not None else set()
     if apart:
         blocked = (blocked or set()) | apart
-    links = verify_in_chunks(candidates, evidence)
+    links = verify_in_chunks(candidates, evidence, budget=fit_budget(len(matrix)))
     if links_out is not None:
         links_out.extend(link for link in links if (link.a, link.b) not in (blocked or set()))
     anomaly_hood = Neighbourhood(hood.index[:, :k], hood.sim[:, :k], [])
@@ -328,8 +331,16 @@ def other_slices(candidates: Sequence[Candidate], slices: Sequence[tuple[str, st
     return out
 
 
+def fit_budget(n_items: int) -> FitBudget:
+    """The keypoint fits `analyze` affords for a collection of ``n_items`` (duplicates.FitBudget)."""
+    return LARGE_BUDGET if n_items > LARGE_COLLECTION else FitBudget()
+
+
 def verify_in_chunks(
-    candidates: list[Candidate], evidence: EvidenceLoader | None, on_pairs: Callable[[int], None] | None = None
+    candidates: list[Candidate],
+    evidence: EvidenceLoader | None,
+    on_pairs: Callable[[int], None] | None = None,
+    budget: FitBudget | None = None,
 ) -> list[Link]:
     """Score every candidate, holding the evidence of at most VERIFY_ITEMS items at a time.
 
@@ -342,7 +353,7 @@ def verify_in_chunks(
         items = sorted({c[0] for c in chunk} | {c[1] for c in chunk})
         loaded = evidence(items) if evidence is not None else {}
         local = {item: n for n, item in enumerate(items)}
-        verifier = Verifier([loaded.get(item) for item in items])
+        verifier = Verifier([loaded.get(item) for item in items], budget=budget)
         judged = verifier.links([(local[i], local[j], s, r) for i, j, s, r in chunk], threads=VERIFY_THREADS)
         links.extend(replace(link, a=c[0], b=c[1]) for link, c in zip(judged, chunk, strict=True))
         if on_pairs is not None:

@@ -39,6 +39,7 @@ RANSAC_PIXELS = 6.0  # inlier distance in the 512 px frame both keypoint sets li
 FRAME = 512.0
 MAX_ANISOTROPY = 1.8  # singular-value ratio of the affine map: a stretch of 1.3 passes, a projection does not
 PIXEL_DECISIVE = 0.9995  # thumbnails this close need no keypoint fit
+FIT_KEYPOINTS = 320  # the strongest keypoints of each picture that a fit matches (all that are stored)
 GEOMETRY_RANK = 5  # keypoint fits for each item's 5 nearest candidates (on tune 124 of 128 such finds are at rank 0-1)
 GEOMETRY_COSINE = 0.0  # no cosine gate: one at 0.55 lost rotated textures of the sample assets
 COARSE_SIDE = 16  # thumbnails are compared at this size first
@@ -148,7 +149,7 @@ def normalised_thumb(thumb: np.ndarray) -> tuple[np.ndarray, bool]:
     grey = thumb.astype(np.float64)
     if grey.std() < FLAT_STD:
         return np.zeros((3, *grey.shape), dtype=np.float32), True
-    ranks = mean_ranks(grey.ravel()).reshape(grey.shape)
+    ranks = _level_ranks(thumb) if thumb.dtype == np.uint8 else mean_ranks(grey.ravel()).reshape(grey.shape)
     fine, broad = (cv2.GaussianBlur(grey, (0, 0), s, borderType=cv2.BORDER_REFLECT) for s in DETAIL_SIGMA)
     out = np.stack([ranks - ranks.mean(), grey - grey.mean(), fine - broad])
     out[2] -= out[2].mean()
@@ -162,6 +163,13 @@ def mean_ranks(values: np.ndarray) -> np.ndarray:
     _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
     starts = np.cumsum(counts) - counts
     return (starts + (counts - 1) / 2.0)[inverse].astype(np.float64)
+
+
+def _level_ranks(levels: np.ndarray) -> np.ndarray:
+    """``mean_ranks`` of 8-bit levels by counting them, not sorting (the same values)."""
+    counts = np.bincount(levels.ravel(), minlength=256)
+    starts = np.cumsum(counts) - counts
+    return (starts + (counts - 1) / 2.0)[levels].astype(np.float64)
 
 
 def dihedral_move(thumb: np.ndarray, quarter_turns: int, mirrored: bool) -> np.ndarray:
@@ -186,26 +194,31 @@ def _coarse(thumbs: np.ndarray) -> np.ndarray:
 
 
 def pixel_agreement_batch(
-    na: np.ndarray,
-    nb: np.ndarray,
+    na: Sequence[np.ndarray],
+    nb: Sequence[np.ndarray],
     aspect_a: np.ndarray,
     aspect_b: np.ndarray,
     coarse_a: np.ndarray | None = None,
     coarse_b: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Grey-level, rank and fine-detail NCC of pairs of normalised thumbnails (B, 3, S, S) under each pair's best move.
+    """Grey-level, rank and fine-detail NCC of pairs of normalised thumbnails ((3, S, S) each) under their best move.
 
     Compared first at COARSE_SIDE px: a pair that does not reach COARSE_FLOOR there
     keeps those coarse values (far below anything the pixel channel counts, and a
-    sixteenth of the work); the others are compared at full size.
+    sixteenth of the work); the others are compared at full size, and only their
+    full thumbnails are gathered (most candidate pairs never are).
     """
-    coarse_a = _coarse(na[:, :2]) if coarse_a is None else coarse_a  # callers with many pairs pass them in, made once
-    coarse_b = _coarse(nb[:, :2]) if coarse_b is None else coarse_b
+    if coarse_a is None:  # callers with many pairs pass them in, made once per item
+        coarse_a = _coarse(np.stack([t[:2] for t in na]))
+    if coarse_b is None:
+        coarse_b = _coarse(np.stack([t[:2] for t in nb]))
     grey, ranks, move, _ = _agreement(coarse_a, coarse_b, aspect_a, aspect_b)
     detail = np.full(len(grey), -1.0)  # not compared where the coarse pass already rules a copy out
     close = np.nonzero(np.maximum(grey, ranks) >= COARSE_FLOOR)[0]
     if len(close):
-        fine = _agreement(na[close], nb[close], aspect_a[close], aspect_b[close])
+        full_a = np.stack([na[k] for k in close.tolist()])
+        full_b = np.stack([nb[k] for k in close.tolist()])
+        fine = _agreement(full_a, full_b, aspect_a[close], aspect_b[close])
         grey[close], ranks[close], move[close], detail[close] = fine
     return grey, ranks, move, detail
 
@@ -248,20 +261,25 @@ def _frame_scale(e: Evidence) -> np.ndarray:
     return np.array([e.width * s, e.height * s], dtype=np.float64)
 
 
-def geometric_agreement(a: Evidence, b: Evidence, na: np.ndarray, nb: np.ndarray) -> tuple[int, float, float, float]:
+def geometric_agreement(
+    a: Evidence, b: Evidence, na: np.ndarray, nb: np.ndarray, keypoints: int = FIT_KEYPOINTS
+) -> tuple[int, float, float, float]:
     """RANSAC affine fit of b's keypoints onto a's; (inliers, inlier share, warped NCC, overlap)."""
     import cv2
 
-    if len(a.descriptors) < MIN_MATCHES or len(b.descriptors) < MIN_MATCHES:
+    # The strongest ``keypoints`` of each (stored strongest first): matching is quadratic in them.
+    a_points, a_desc = a.points[:keypoints], a.descriptors[:keypoints]
+    b_points, b_desc = b.points[:keypoints], b.descriptors[:keypoints]
+    if len(a_desc) < MIN_MATCHES or len(b_desc) < MIN_MATCHES:
         return 0, 0.0, -1.0, 0.0
     matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
-    pairs = matcher.knnMatch(b.descriptors, a.descriptors, k=2)
+    pairs = matcher.knnMatch(b_desc, a_desc, k=2)
     good = [m[0] for m in pairs if len(m) == 2 and m[0].distance < RATIO_TEST * m[1].distance]
     if len(good) < MIN_MATCHES:
         return 0, 0.0, -1.0, 0.0
     good.sort(key=lambda m: (m.queryIdx, m.trainIdx))
-    src = b.points[[m.queryIdx for m in good]] * _frame_scale(b)
-    dst = a.points[[m.trainIdx for m in good]] * _frame_scale(a)
+    src = b_points[[m.queryIdx for m in good]] * _frame_scale(b)
+    dst = a_points[[m.trainIdx for m in good]] * _frame_scale(a)
     matrix, mask = cv2.estimateAffine2D(
         src.astype(np.float32),
         dst.astype(np.float32),
@@ -277,7 +295,7 @@ def geometric_agreement(a: Evidence, b: Evidence, na: np.ndarray, nb: np.ndarray
     singular = np.linalg.svd(matrix[:, :2], compute_uv=False)
     if inliers < MIN_MATCHES or singular[1] <= 1e-6 or singular[0] / singular[1] > MAX_ANISOTROPY:
         return 0, 0.0, -1.0, 0.0
-    frac = inliers / min(len(a.descriptors), len(b.descriptors))
+    frac = inliers / min(len(a_desc), len(b_desc))
     warped, overlap = _warped_ncc(a, b, na, nb, matrix)
     return inliers, float(frac), warped, overlap
 
@@ -463,13 +481,14 @@ def finish(
     how: str,
     geometry: bool = True,
     detail: float = -1.0,
+    keypoints: int = FIT_KEYPOINTS,
 ) -> PairEvidence:
     """The pair's measurements, given its pixel agreement: the keypoint fit where it can matter."""
     side = min(a.width, a.height, b.width, b.height)
     if not needs_geometry(pixel, ranks, cosine, geometry):
         inset = inset_agreement(a, b) if max(pixel, ranks) < PIXEL_DECISIVE else -1.0
         return PairEvidence(cosine, pixel, how, 0, 0.0, -1.0, 0.0, flat, ranks, side, detail, inset)
-    inliers, frac, warped, overlap = geometric_agreement(a, b, na, nb)
+    inliers, frac, warped, overlap = geometric_agreement(a, b, na, nb, keypoints)
     inset = inset_agreement(a, b)
     return PairEvidence(cosine, pixel, how, inliers, frac, warped, overlap, flat, ranks, side, detail, inset)
 

@@ -161,3 +161,28 @@ def test_a_picture_shipped_at_another_aspect_ratio_is_found_as_the_other_cut_to_
     assert inset_agreement(ev[0], ev[1]) > 0.95 and inset_agreement(ev[1], ev[0]) == inset_agreement(ev[0], ev[1])
     assert inset_agreement(ev[0], ev[2]) < 0.5
     assert inset_agreement(ev[1], ev[2]) == -1.0  # one shape: nothing to cut (the pixel channel's case)
+
+
+def test_thumbnail_ranks_by_counting_levels_equal_ranks_by_sorting() -> None:
+    from embedlab.verify import normalised_thumb
+
+    rng = np.random.default_rng(0)
+    for levels in (2, 17, 256):
+        thumb = rng.integers(0, levels, (64, 64)).astype(np.uint8)
+        counted, _ = normalised_thumb(thumb)  # 8-bit: counted
+        sorted_, _ = normalised_thumb(thumb.astype(np.float64))  # any other type: sorted
+        assert np.array_equal(counted, sorted_)
+
+
+def test_a_large_collection_fits_fewer_keypoints_on_fewer_candidates() -> None:
+    from embedlab.analysis import fit_budget
+    from embedlab.duplicates import LARGE_BUDGET, LARGE_COLLECTION, FitBudget
+
+    assert fit_budget(LARGE_COLLECTION) == FitBudget() and fit_budget(LARGE_COLLECTION + 1) == LARGE_BUDGET
+    assert LARGE_BUDGET.rank < FitBudget().rank and LARGE_BUDGET.keypoints < FitBudget().keypoints
+    # A cropped copy is proved by its keypoints: at rank 3 the small budget does not fit it, the default does.
+    photo = Image.fromarray(data.astronaut())
+    crop = photo.crop((60, 40, 460, 440)).resize((300, 300), Image.Resampling.BICUBIC)
+    ev = [evidence.compute(p) for p in (photo, crop)]
+    assert Verifier(ev).measure_all([(0, 1, 0.7, 3)])[0].inliers > 0  # type: ignore[union-attr]
+    assert Verifier(ev, budget=LARGE_BUDGET).measure_all([(0, 1, 0.7, 3)])[0].inliers == 0  # type: ignore[union-attr]
