@@ -12,7 +12,7 @@ is itself verified against, so A~B and B~C never put A with C by themselves.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -206,10 +206,21 @@ class Verifier:
         """Measurements of every candidate (None without evidence): pixels in blocks, keypoints where they matter.
 
         OpenCV's matcher and RANSAC release the GIL, so ``threads`` fit pairs at
-        once; each pair is judged on its own, so the answers never depend on it.
+        once, while this thread goes on comparing the next blocks' thumbnails; each
+        pair is judged on its own, so the answers never depend on it.
         """
         have = [n for n, (i, j, _, _) in enumerate(candidates) if self.evidence[i] and self.evidence[j]]
         measured: dict[int, PairEvidence] = {}
+        with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+            fitted = [(job[0], pool.submit(self._finish, job)) for job in self._blocks(candidates, have, measured)]
+            for n, future in fitted:
+                measured[n] = future.result()
+        return [measured.get(n) for n in range(len(candidates))]
+
+    def _blocks(
+        self, candidates: Sequence[Candidate], have: list[int], measured: dict[int, PairEvidence]
+    ) -> Iterator[tuple[int, int, int, float, float, float, str, bool, float]]:
+        """Thumbnails compared block by block: pairs needing no fit go to ``measured``, the rest are yielded."""
         for start in range(0, len(have), PIXEL_BLOCK):
             block = have[start : start + PIXEL_BLOCK]
             pairs = [candidates[n] for n in block]
@@ -225,17 +236,12 @@ class Verifier:
                 if self._normalised(i)[1] and self._normalised(j)[1]:
                     same = _same_flat(self.evidence[i], self.evidence[j])  # type: ignore[arg-type]
                     grey[k] = ranks[k] = detail[k] = 1.0 if same else -1.0
-            fits = []
             for n, (i, j, cosine, rank), g, r, m, d in zip(block, pairs, grey, ranks, move, detail, strict=True):
                 job = (n, i, j, cosine, float(g), float(r), DIHEDRAL[int(m)][0], rank < self.budget.rank, float(d))
                 if needs_geometry(job[4], job[5], cosine, job[7]):
-                    fits.append(job)
+                    yield job
                 else:  # no keypoint fit: nothing to wait for
                     measured[n] = self._finish(job)
-            with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-                for job, result in zip(fits, pool.map(self._finish, fits), strict=True):
-                    measured[job[0]] = result
-        return [measured.get(n) for n in range(len(candidates))]
 
     def _finish(self, job: tuple[int, int, int, float, float, float, str, bool, float]) -> PairEvidence:
         _, i, j, cosine, grey, ranks, how, geometry, detail = job
