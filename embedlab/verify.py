@@ -367,7 +367,6 @@ def inset_agreement(a: Evidence, b: Evidence) -> float:
 
 def _pasted_inset(a: Evidence, b: Evidence) -> float:
     """The smaller picture at its own pixel scale inside the larger one (and turned, for a small picture)."""
-    import cv2
 
     if a.width * a.height > b.width * b.height:
         a, b = b, a
@@ -377,9 +376,8 @@ def _pasted_inset(a: Evidence, b: Evidence) -> float:
     width, height = a.width / b.width * side, a.height / b.height * side
     if max(width, height) > INSET_MAX_SHARE * side or min(width, height) < INSET_MIN_SIDE:
         return -1.0
-    size = (round(width), round(height))
-    template = cv2.resize(a.thumb.astype(np.float32), size, interpolation=cv2.INTER_AREA)
-    if float(template.std()) < FLAT_STD:
+    template = _template(a, (round(width), round(height)))
+    if template is None:
         return -1.0
     larger = b.thumb.astype(np.float32)
     found = _inset_at(larger, template)
@@ -389,21 +387,29 @@ def _pasted_inset(a: Evidence, b: Evidence) -> float:
         # geometry (thumbnails squash the aspect ratio), and searched again.
         # Only the turn whose match is strongest is measured further (a sixteenth of the work).
         turns = [_turned(larger, b.width, b.height, angle) for angle in INSET_ANGLES]
-        best = max(range(len(turns)), key=lambda n: (_peak(turns[n], template), -n))
+        best = max(range(len(turns)), key=lambda n: (_match(turns[n], template)[0], -n))
         found = max(found, _inset_at(turns[best], template))
     return found
 
 
-def _peak(larger: np.ndarray, template: np.ndarray) -> float:
-    """The strongest normalised correlation of the template anywhere inside ``larger``."""
+def _template(e: Evidence, size: tuple[int, int]) -> np.ndarray | None:
+    """A picture's thumbnail brought to its footprint's ``size`` (None: too flat to be found anywhere)."""
     import cv2
 
-    return float(cv2.minMaxLoc(cv2.matchTemplate(larger, template, cv2.TM_CCOEFF_NORMED))[1])
+    template = np.asarray(cv2.resize(e.thumb.astype(np.float32), size, interpolation=cv2.INTER_AREA))
+    return None if float(template.std()) < FLAT_STD else template
+
+
+def _match(larger: np.ndarray, template: np.ndarray) -> tuple[float, tuple[int, int]]:
+    """The strongest normalised correlation of the template inside ``larger``, and where (x, y)."""
+    import cv2
+
+    _, peak, _, where = cv2.minMaxLoc(cv2.matchTemplate(larger, template, cv2.TM_CCOEFF_NORMED))
+    return float(peak), (int(where[0]), int(where[1]))
 
 
 def _cut_inset(a: Evidence, b: Evidence) -> float:
     """The picture of the narrower (or taller) aspect ratio as the other cut to its shape and resized."""
-    import cv2
 
     if abs(math.log(a.aspect / b.aspect)) <= ASPECT_TOLERANCE:
         return -1.0  # one shape: the pixel channel's case
@@ -413,17 +419,13 @@ def _cut_inset(a: Evidence, b: Evidence) -> float:
     size = (round(side * a.aspect / b.aspect), THUMB_SIDE)
     if size[0] < INSET_MIN_SIDE:
         return -1.0
-    template = cv2.resize(a.thumb.astype(np.float32), size, interpolation=cv2.INTER_AREA)
-    if float(template.std()) < FLAT_STD:
-        return -1.0
-    return _inset_at(b.thumb.astype(np.float32), template)
+    template = _template(a, size)
+    return -1.0 if template is None else _inset_at(b.thumb.astype(np.float32), template)
 
 
 def _inset_at(larger: np.ndarray, template: np.ndarray) -> float:
     """The template's agreement where it best matches inside ``larger`` (-1: no match as strong as INSET_PEAK)."""
-    import cv2
-
-    _, peak, _, (x, y) = cv2.minMaxLoc(cv2.matchTemplate(larger, template, cv2.TM_CCOEFF_NORMED))
+    peak, (x, y) = _match(larger, template)
     if peak < INSET_PEAK:
         return -1.0
     height, width = template.shape
@@ -464,7 +466,7 @@ def needs_geometry(pixel: float, ranks: float, cosine: float, geometry: bool = T
     It costs twenty times the pixel comparison, so it is skipped where its answer
     cannot change the verdict: the pixels already agree (PIXEL_DECISIVE), the vectors
     are too far apart for any edit it finds (GEOMETRY_COSINE), or the caller says so
-    (analyze fits only each item's GEOMETRY_RANK nearest neighbours).
+    (analyze fits only each item's nearest few, duplicates.FitBudget).
     """
     return geometry and max(pixel, ranks) < PIXEL_DECISIVE and cosine >= GEOMETRY_COSINE
 
