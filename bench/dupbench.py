@@ -54,6 +54,7 @@ def load_half(half: str, dataset: Path, recipe: str) -> dict[str, Any]:
         by_sha = store.ok_paths_by_sha()
         evidence = store.evidence_for(shas)
         placed = store.series_slices()
+        tiny = store.small_contents(TINY_SIDE)
     prefix = len(str(images)) + 1
     paths = [sorted(p[prefix:] if p.startswith(str(images)) else p for p in by_sha[s]) for s in shas]
     return {
@@ -64,6 +65,8 @@ def load_half(half: str, dataset: Path, recipe: str) -> dict[str, Any]:
         "images": images,
         # DICOM series places per item, as `analyze` reads them (two places of one series never group).
         "slices": item_slices([by_sha[s] for s in shas], placed),
+        # Pictures smaller than the thumbnail, proposed by their thumbnails too (as `analyze` selects them).
+        "small": [n for n, s in enumerate(shas) if s in tiny],
     }
 
 
@@ -81,8 +84,7 @@ def candidates_for(data: dict[str, Any], k: int, floor: float) -> list[dup.Candi
     hood = neighbourhood(data["matrix"], k, 2.0)
     cands = dup.candidate_pairs(hood.index, hood.sim, k=k, floor=floor)
     evidence = data["evidence"]
-    small = [n for n, e in enumerate(evidence) if e is not None and min(e.width, e.height) < TINY_SIDE]
-    return with_small_candidates(cands, data["matrix"], small, lambda items: {i: evidence[i] for i in items})
+    return with_small_candidates(cands, data["matrix"], data["small"], lambda items: {i: evidence[i] for i in items})
 
 
 def measured_pairs(data: dict[str, Any], cands: list[dup.Candidate]) -> list[PairEvidence | None]:

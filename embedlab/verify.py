@@ -10,9 +10,10 @@ edited, and says how:
 * ``geometry``: ORB keypoints agree under one affine map found by RANSAC, and
   the thumbnails agree where the map lays one picture on the other (crop, pad,
   small rotation, stretch, a picture inside a larger canvas, overlays);
-* ``inset``: the smaller picture, at its own pixel scale, is found inside the
-  larger one's thumbnail (a picture pasted into a canvas, a window screenshot, a
-  crop): small pictures, where keypoints are too few to fit a map.
+* ``inset``: one picture is found as a region of the other's thumbnail, pasted
+  at its own pixel scale (a canvas, a window screenshot; turned by a few degrees
+  for a small picture) or cut to another shape (one wallpaper at 4:3 and 16:9):
+  small or smooth pictures, where keypoints are too few to fit a map.
 
 The measurements become one duplicate probability through a logistic model
 whose coefficients were fitted on the tuning half of bench/dupbench.py (a split
@@ -82,7 +83,7 @@ class PairEvidence:
     pixel_rank: float = -1.0  # NCC of their ranks under the same move (blind to tone curves)
     side: int = 0  # the smaller picture's shorter side, in pixels
     detail: float = -1.0  # NCC of their fine detail under the same move (blind to a shared broad layout)
-    inset: float = -1.0  # agreement of the smaller picture found at its own scale inside the larger (-1: not tried)
+    inset: float = -1.0  # agreement of one picture found as a region of the other (-1: not tried or not found)
 
     @property
     def fitted(self) -> bool:
@@ -367,7 +368,6 @@ def inset_agreement(a: Evidence, b: Evidence) -> float:
 
 def _pasted_inset(a: Evidence, b: Evidence) -> float:
     """The smaller picture at its own pixel scale inside the larger one (and turned, for a small picture)."""
-
     if a.width * a.height > b.width * b.height:
         a, b = b, a
     if a.width > b.width or a.height > b.height:
@@ -410,7 +410,6 @@ def _match(larger: np.ndarray, template: np.ndarray) -> tuple[float, tuple[int, 
 
 def _cut_inset(a: Evidence, b: Evidence) -> float:
     """The picture of the narrower (or taller) aspect ratio as the other cut to its shape and resized."""
-
     if abs(math.log(a.aspect / b.aspect)) <= ASPECT_TOLERANCE:
         return -1.0  # one shape: the pixel channel's case
     if a.aspect > b.aspect:
@@ -487,11 +486,10 @@ def finish(
 ) -> PairEvidence:
     """The pair's measurements, given its pixel agreement: the keypoint fit where it can matter."""
     side = min(a.width, a.height, b.width, b.height)
+    inset = inset_agreement(a, b) if max(pixel, ranks) < PIXEL_DECISIVE else -1.0  # pixels that agree need no inset
     if not needs_geometry(pixel, ranks, cosine, geometry):
-        inset = inset_agreement(a, b) if max(pixel, ranks) < PIXEL_DECISIVE else -1.0
         return PairEvidence(cosine, pixel, how, 0, 0.0, -1.0, 0.0, flat, ranks, side, detail, inset)
     inliers, frac, warped, overlap = geometric_agreement(a, b, na, nb, keypoints)
-    inset = inset_agreement(a, b)
     return PairEvidence(cosine, pixel, how, inliers, frac, warped, overlap, flat, ranks, side, detail, inset)
 
 
@@ -506,11 +504,11 @@ class Logistic:
 
 @dataclass(frozen=True)
 class Model:
-    """P(same picture): the larger of two logistic channels, pixels and geometry.
+    """P(same picture): the largest of the logistic channels, pixels, geometry and (where found) inset.
 
     Either kind of evidence alone can prove a copy (a gamma edit has perfect
     pixels and needs no keypoints; a crop has keypoints and no aligned pixels),
-    so the channels are fitted apart and the stronger one speaks.
+    so the channels are fitted apart and the strongest one speaks.
     """
 
     pixel: Logistic
