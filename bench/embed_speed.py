@@ -309,6 +309,9 @@ def bench_throughput(label: str, folder: Path, backbone: Backbone, repeat: int, 
     per_run = statistics.median(pi / mi for pi, mi in zip(phase, model, strict=True))
     per_run_bare = statistics.median(bi / mi for bi, mi in zip(bare, model, strict=True))
     mc, ec = statistics.median(model_cpu), statistics.median(embed_cpu)
+    # What the machine's cores allow when every file costs the model's CPU and its own per-file work:
+    # the model-only rate is no bound for `embed` once the per-file work is as large as the forward pass.
+    cpu_bound = (os.cpu_count() or 1) * 1000.0 / (mc + work)
     return [
         (f"{label}: images embedded", str(report.embedded_vectors)),
         (
@@ -330,6 +333,10 @@ def bench_throughput(label: str, folder: Path, backbone: Backbone, repeat: int, 
         (
             f"{label}: CPU per image, model-only / whole `embed` (ratio)",
             f"{mc:.1f} ms / {ec:.1f} ms ({mc / ec:.2f})",
+        ),
+        (
+            f"{label}: CPU bound of `embed` (cores / (model CPU + per-file CPU)); embed / that bound",
+            f"{cpu_bound:.1f} img/s; {p / cpu_bound:.2f}",
         ),
     ]
 
