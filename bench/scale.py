@@ -44,7 +44,6 @@ sys.path.insert(0, str(ROOT))
 
 from embedlab import ann  # noqa: E402
 from embedlab.analysis import (  # noqa: E402
-    Neighbourhood,
     evidence_loader,
     fit_budget,
     load_for_analysis,
@@ -378,8 +377,7 @@ def analyze_child(folder: Path, memory_mb: int) -> None:
         t_verify = time.perf_counter() - t0 - t_load - t_graph
         by_sha = store.ok_paths_by_sha()
         paths = [by_sha[s] for s in shas]
-        ten = Neighbourhood(hood.index[:, :10], hood.sim[:, :10], [])
-        result = report(ten, paths, anomaly_top=8, quality=store.quality(), links=links, threshold=0.92)
+        result = report(hood.nearest(10), paths, anomaly_top=8, quality=store.quality(), links=links, threshold=0.92)
         seconds = time.perf_counter() - t0
         peak_gb = peak_rss_gib()
         # Ground truth for a sample of items: an exact scan of the float32 store, streamed.

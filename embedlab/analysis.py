@@ -54,6 +54,10 @@ class Neighbourhood:
     sim: np.ndarray  # (n, k) their cosine similarities
     pairs: list[tuple[int, int, float]]  # (i, j, sim) with i < j and sim >= threshold
 
+    def nearest(self, k: int) -> Neighbourhood:
+        """Each item's first ``k`` neighbours only, without the pairs: the graph the anomaly scores read."""
+        return Neighbourhood(self.index[:, :k], self.sim[:, :k], [])
+
 
 def load_for_analysis(store: Store, columns: int | None = None) -> tuple[list[str], np.ndarray]:
     """Every referenced vector, ordered by sha256, streamed into one matrix.
@@ -258,7 +262,7 @@ def analyze_vectors(
     links = verify_in_chunks(candidates, evidence, budget=fit_budget(len(matrix)))
     if links_out is not None:
         links_out.extend(link for link in links if (link.a, link.b) not in (blocked or set()))
-    anomaly_hood = Neighbourhood(hood.index[:, :k], hood.sim[:, :k], [])
+    anomaly_hood = hood.nearest(k)
     data = report(
         anomaly_hood, paths, anomaly_top=anomaly_top, quality=quality, links=links, threshold=threshold, blocked=blocked
     )

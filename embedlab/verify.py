@@ -353,7 +353,7 @@ def inset_agreement(a: Evidence, b: Evidence) -> float:
     * the same height (or width): a picture shipped at another aspect ratio (a
       wallpaper at 4:3 and at 16:9) is the other cut to its shape and resized, so
       it spans the other's full height and the share of its width that their
-      aspect ratios give.
+      aspect ratios give (``_cut_inset``).
 
     One template match at that one scale finds it. The agreement is then measured
     as the pixel channel measures it (the weaker of grey levels or ranks and fine
