@@ -13,6 +13,7 @@ a patient's name) are silenced, so nothing identifying reaches a log.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -44,8 +45,9 @@ class DicomImage:
     slice_key: str | None = None  # where in the series this image lies ("p:" position, "l:" slice location)
 
 
+@functools.cache
 def available() -> bool:
-    """Whether pydicom is installed, without importing it (a quarter second every scan)."""
+    """Whether pydicom is installed, without importing it (a quarter second every scan; cached per process)."""
     return importlib.util.find_spec("pydicom") is not None
 
 

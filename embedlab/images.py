@@ -8,6 +8,7 @@ so that an index image and a query in another encoding embed alike.
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import io
 import logging
@@ -162,8 +163,12 @@ class Decoded:
     slice_key: str | None = None
 
 
+@functools.cache
 def image_extensions() -> frozenset[str]:
-    """Extensions we can open (Pillow's, plus DICOM when pydicom is installed), lower case."""
+    """Extensions we can open (Pillow's, plus DICOM when pydicom is installed), lower case.
+
+    Cached: decoding asks once per file, and the answer cannot change within a process.
+    """
     Image.init()
     found = frozenset(ext.lower() for ext in Image.registered_extensions())
     return found | dicom.DICOM_EXTENSIONS if dicom.available() else found
