@@ -524,9 +524,11 @@ def _plan(
     with that hash (``Store.checked_shas``): others, and every failed file,
     are decoded again.
     """
-    # A content counts as embedded when it has its vector, this version's evidence and the
-    # pixel statistics; an index written before those existed gets them on the next embed.
-    have_vectors = store.embedded_shas() & store.shas_with_evidence() & store.shas_with_statistics()
+    # A content counts as embedded when it has its vector, this version's evidence, the pixel
+    # statistics and (DICOM) its place in a series; an index written before those existed gets
+    # them on the next embed.
+    have = store.embedded_shas() & store.shas_with_evidence() & store.shas_with_statistics()
+    have_vectors = have - store.shas_without_series()
     trusted = store.checked_shas() & have_vectors if rehash else have_vectors
     reused_rows: list[ImageRow] = []
     jobs: list[Job] = []
@@ -536,7 +538,7 @@ def _plan(
         if same is not None and same.status == "error" and same.ctime_ns != info.ctime_ns:
             same = None  # failed before, and its metadata moved since: try again
         if same is not None and same.status == "ok" and same.sha256 not in have_vectors:
-            same = None  # no evidence or statistics yet (an older index): embed it once more
+            same = None  # no evidence, statistics or series yet (an older index): embed it once more
         if same is not None and not rehash:
             report.unchanged += 1
             report.failed += same.status == "error"

@@ -522,6 +522,11 @@ class Store:
         rows = self.execute(f"SELECT sha256, MAX({missing}) FROM images WHERE status = 'ok' GROUP BY sha256")
         return {r[0] for r in rows if not r[1]}
 
+    def shas_without_series(self) -> set[str]:
+        """DICOM contents whose series was never read (rows older than schema v11; migration 012)."""
+        rows = self.execute("SELECT DISTINCT sha256 FROM images WHERE status = 'ok' AND slice_key = '?'")
+        return {r[0] for r in rows}
+
     def shas_with_evidence(self) -> set[str]:
         """Contents whose evidence the current evidence version computed."""
         return {r[0] for r in self.execute("SELECT sha256 FROM evidence WHERE version = ?", (EVIDENCE_VERSION,))}

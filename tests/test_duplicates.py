@@ -247,6 +247,43 @@ def test_two_places_of_one_dicom_series_are_never_grouped_and_two_exports_of_one
     assert pair.score >= 0.92
 
 
+def test_an_index_from_before_the_series_keys_reads_its_dicom_files_once_more(tmp_path: Path) -> None:
+    """Rows written before schema v11 were never read for their series: the next embed fills them, once."""
+    import sqlite3
+
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    import embedlab
+
+    source = pydicom.dcmread(get_testdata_file("CT_small.dcm", download=False))
+    folder = tmp_path / "series"
+    folder.mkdir()
+    _series_file(source, folder / "slice_a.dcm", -75.7, 2, 1)
+    _series_file(source, folder / "slice_b.dcm", -74.7, 2, 3)
+    Image.fromarray(np.full((40, 40), 90, np.uint8)).save(folder / "flat.png")  # not DICOM: never marked
+    embedlab.embed(folder, tmp_path / "index")
+    conn = sqlite3.connect(tmp_path / "index" / "embedlab.db")
+    with conn:  # what an embedlab before v11 left: no keys, schema 11 (the columns came empty)
+        conn.execute("UPDATE images SET series_key = NULL, slice_key = NULL")
+        conn.execute("PRAGMA user_version = 11")
+    conn.close()
+    with Store(tmp_path / "index") as store:  # migration 012 marks the DICOM rows as unknown
+        assert store.series_slices() == {}
+        marked = store.shas_without_series()
+        assert len(marked) == 2
+    again = embedlab.embed(folder, tmp_path / "index").last_embed
+    assert again is not None and again.report.new == 2 and again.report.unchanged == 1
+    with Store(tmp_path / "index") as store:
+        assert store.shas_without_series() == set()
+        assert {Path(p).name: key for p, (_, key) in store.series_slices().items()} == {
+            "slice_a.dcm": "p:-75.70",
+            "slice_b.dcm": "p:-74.70",
+        }
+    third = embedlab.embed(folder, tmp_path / "index").last_embed
+    assert third is not None and third.report.new == 0 and third.report.unchanged == 3
+
+
 def test_copies_first_finds_the_source_of_a_quarter_turned_copy_beyond_the_query_s_nearest(
     edited_index: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
