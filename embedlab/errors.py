@@ -36,6 +36,7 @@ API_HINTS: dict[str, str] = {
     "no_report_queries": "leave queries out or point them at images",
     "report_unwritable": "choose another path",
     "export_queries": "pass queries (a folder, a file or a list of files)",
+    "folder_name_taken": "embed into a new index folder",
 }
 
 # What a message's subject is called: a parameter in the library, a flag on the command line.
@@ -83,6 +84,7 @@ CLI_HINTS: dict[str, str] = {
     "no_report_queries": "drop --query-dir or point it at images",
     "report_unwritable": "choose another --out",
     "export_queries": "add --query-dir QUERIES",
+    "folder_name_taken": "use another --out",
 }
 
 

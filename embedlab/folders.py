@@ -55,7 +55,7 @@ def choose_root(folders: dict[str, str | None], typed: str, real: str) -> str:
     absolute = display_root(os.path.abspath(typed))
     other = folders.get(absolute, "")
     if absolute in folders and other is not None and other != real and os.path.isdir(other):
-        raise StoreError(f"this index already holds another folder named {absolute}; use another --out")
+        raise StoreError(f"this index already holds another folder named {absolute}", hint=Hint("folder_name_taken"))
     log.warning(
         "%s names another folder in this index (run from another working folder?): "
         "this one is kept under its absolute path",

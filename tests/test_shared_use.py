@@ -79,6 +79,33 @@ def test_one_folder_name_from_two_working_folders_is_two_folders(
     assert len(_rows(work / "index")) == 4
 
 
+def test_a_name_taken_by_two_other_folders_is_refused_in_the_reader_s_own_words(
+    work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The name "images" is a's folder, and b's images (a link) was indexed under its absolute name; the link now
+    points elsewhere: a third folder has no name left, so embed stops (the library names no flag)."""
+    from embedlab.errors import API_HINTS, CLI_HINTS, CLI_SUBJECTS
+    from embedlab.store import StoreError
+
+    for folder, name in (("a/images", "astronaut"), ("b/first", "camera"), ("b/second", "coffee")):
+        (work / folder).mkdir(parents=True)
+        small(skimage_image(name), 96).convert("RGB").save(work / folder / f"{name}.png")
+    (work / "b" / "images").symlink_to(work / "b" / "first", target_is_directory=True)
+    out = str(work / "index")
+    monkeypatch.chdir(work / "a")
+    embed_folder("images", out)
+    monkeypatch.chdir(work / "b")
+    embed_folder("images", out)  # kept under its absolute path
+    (work / "b" / "images").unlink()
+    (work / "b" / "images").symlink_to(work / "b" / "second", target_is_directory=True)
+    with pytest.raises(StoreError) as caught:
+        embed_folder("images", out)
+    assert "already holds another folder named" in str(caught.value)
+    assert "--" not in str(caught.value) and "new index folder" in caught.value.render(API_HINTS)
+    assert caught.value.render(CLI_HINTS, CLI_SUBJECTS).endswith("; use another --out")
+    assert len(_rows(work / "index")) == 2  # nothing written
+
+
 def test_one_folder_through_a_symlink_and_its_absolute_path_is_one_folder(work: Path) -> None:
     """Before: three spellings of one folder gave three copies of every row (and of every duplicate group)."""
     four_photos(work / "imgs")
