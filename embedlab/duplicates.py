@@ -12,9 +12,10 @@ is itself verified against, so A~B and B~C never put A with C by themselves.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import overload
 
 import numpy as np
 
@@ -170,15 +171,28 @@ class Verifier:
         self.evidence = evidence
         self.model = model
         self.budget = budget or FitBudget()
-        self._norm: dict[int, tuple[np.ndarray, bool]] = {}
+        # Every item's coarse thumbnail and flatness (2 KB); its full normalised thumbnail (48 KB)
+        # only once a pair needs it at full size: most candidate pairs are ruled out at 16 px, and
+        # holding every item's full thumbnail cost 4.9 GB and a page fault per 4 KB at 100k items.
+        self._norm: dict[int, np.ndarray] = {}
         self._coarse: dict[int, np.ndarray] = {}
+        self._flat: dict[int, bool] = {}
 
-    def _normalised(self, i: int) -> tuple[np.ndarray, bool]:
+    def _thumb(self, i: int) -> np.ndarray:
+        ev = self.evidence[i]
+        assert ev is not None
+        return ev.thumb
+
+    def _prepare(self, i: int) -> None:
+        """The item's coarse thumbnail and flatness, made once."""
+        if i not in self._coarse:
+            full, flat = normalised_thumb(self._thumb(i))
+            self._coarse[i], self._flat[i] = coarse(full), flat
+
+    def _normalised(self, i: int) -> np.ndarray:
+        """The item's full normalised thumbnail, made again (the same values) the first time a pair needs it."""
         if i not in self._norm:
-            ev = self.evidence[i]
-            assert ev is not None
-            self._norm[i] = normalised_thumb(ev.thumb)
-            self._coarse[i] = coarse(self._norm[i][0])
+            self._norm[i] = normalised_thumb(self._thumb(i))[0]
         return self._norm[i]
 
     def pair(self, i: int, j: int, cosine: float) -> PairEvidence | None:
@@ -224,8 +238,11 @@ class Verifier:
         for start in range(0, len(have), PIXEL_BLOCK):
             block = have[start : start + PIXEL_BLOCK]
             pairs = [candidates[n] for n in block]
-            na = [self._normalised(i)[0] for i, _, _, _ in pairs]
-            nb = [self._normalised(j)[0] for _, j, _, _ in pairs]
+            for i, j, _, _ in pairs:
+                self._prepare(i)
+                self._prepare(j)
+            na = _Thumbs(self._normalised, [i for i, _, _, _ in pairs])
+            nb = _Thumbs(self._normalised, [j for _, j, _, _ in pairs])
             ca = np.stack([self._coarse[i] for i, _, _, _ in pairs])
             cb = np.stack([self._coarse[j] for _, j, _, _ in pairs])
             aspect = np.array([[self.evidence[i].aspect, self.evidence[j].aspect] for i, j, _, _ in pairs])  # type: ignore[union-attr]
@@ -233,7 +250,7 @@ class Verifier:
             # Two flat pictures have no structure to correlate: they are the same pixels when their
             # tone and shape agree (blank exports of one slide), else nothing alike.
             for k, (i, j, _, _) in enumerate(pairs):
-                if self._normalised(i)[1] and self._normalised(j)[1]:
+                if self._flat[i] and self._flat[j]:
                     same = _same_flat(self.evidence[i], self.evidence[j])  # type: ignore[arg-type]
                     grey[k] = ranks[k] = detail[k] = 1.0 if same else -1.0
             for n, (i, j, cosine, rank), g, r, m, d in zip(block, pairs, grey, ranks, move, detail, strict=True):
@@ -247,8 +264,27 @@ class Verifier:
         _, i, j, cosine, grey, ranks, how, geometry, detail = job
         a, b = self.evidence[i], self.evidence[j]
         assert a is not None and b is not None
-        (na, fa), (nb, fb) = self._normalised(i), self._normalised(j)
-        return finish(a, b, cosine, na, nb, fa and fb, grey, ranks, how, geometry, detail, self.budget.keypoints)
+        flat = self._flat[i] and self._flat[j]
+        return finish(a, b, cosine, flat, grey, ranks, how, geometry, detail, self.budget.keypoints)
+
+
+class _Thumbs(Sequence[np.ndarray]):
+    """Items' full normalised thumbnails, made only when indexed (pixel_agreement_batch needs few of them)."""
+
+    def __init__(self, make: Callable[[int], np.ndarray], items: list[int]):
+        self._make, self._items = make, items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @overload
+    def __getitem__(self, k: int) -> np.ndarray: ...
+    @overload
+    def __getitem__(self, k: slice) -> list[np.ndarray]: ...
+    def __getitem__(self, k: int | slice) -> np.ndarray | list[np.ndarray]:
+        if isinstance(k, slice):
+            return [self._make(i) for i in self._items[k]]
+        return self._make(self._items[k])
 
 
 def _same_flat(a: Evidence, b: Evidence) -> bool:

@@ -262,9 +262,7 @@ def _frame_scale(e: Evidence) -> np.ndarray:
     return np.array([e.width * s, e.height * s], dtype=np.float64)
 
 
-def geometric_agreement(
-    a: Evidence, b: Evidence, na: np.ndarray, nb: np.ndarray, keypoints: int = FIT_KEYPOINTS
-) -> tuple[int, float, float, float]:
+def geometric_agreement(a: Evidence, b: Evidence, keypoints: int = FIT_KEYPOINTS) -> tuple[int, float, float, float]:
     """RANSAC affine fit of b's keypoints onto a's; (inliers, inlier share, warped NCC, overlap)."""
     import cv2
 
@@ -297,11 +295,11 @@ def geometric_agreement(
     if inliers < MIN_MATCHES or singular[1] <= 1e-6 or singular[0] / singular[1] > MAX_ANISOTROPY:
         return 0, 0.0, -1.0, 0.0
     frac = inliers / min(len(a_desc), len(b_desc))
-    warped, overlap = _warped_ncc(a, b, na, nb, matrix)
+    warped, overlap = _warped_ncc(a, b, matrix)
     return inliers, float(frac), warped, overlap
 
 
-def _warped_ncc(a: Evidence, b: Evidence, na: np.ndarray, nb: np.ndarray, matrix: np.ndarray) -> tuple[float, float]:
+def _warped_ncc(a: Evidence, b: Evidence, matrix: np.ndarray) -> tuple[float, float]:
     """Lay one thumbnail onto the other with the fitted map and correlate where they overlap.
 
     The picture that holds the shared content larger is the one moved (shrinking
@@ -474,8 +472,6 @@ def finish(
     a: Evidence,
     b: Evidence,
     cosine: float,
-    na: np.ndarray,
-    nb: np.ndarray,
     flat: bool,
     pixel: float,
     ranks: float,
@@ -489,7 +485,7 @@ def finish(
     inset = inset_agreement(a, b) if max(pixel, ranks) < PIXEL_DECISIVE else -1.0  # pixels that agree need no inset
     if not needs_geometry(pixel, ranks, cosine, geometry):
         return PairEvidence(cosine, pixel, how, 0, 0.0, -1.0, 0.0, flat, ranks, side, detail, inset)
-    inliers, frac, warped, overlap = geometric_agreement(a, b, na, nb, keypoints)
+    inliers, frac, warped, overlap = geometric_agreement(a, b, keypoints)
     return PairEvidence(cosine, pixel, how, inliers, frac, warped, overlap, flat, ranks, side, detail, inset)
 
 

@@ -197,6 +197,25 @@ def test_verdicts_do_not_depend_on_threads_or_block_size(
     assert _cli_json(argv) == reference  # byte for byte
 
 
+def test_full_thumbnails_are_made_only_for_pairs_that_agree_at_16_px(
+    astronaut: ev.Evidence, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # At 100k items holding every item's full normalised thumbnail cost 4.9 GB; most pairs never need it.
+    from embedlab import verify
+
+    others = [ev.compute(_photo(name)) for name in ("camera.png", "coffee.png", "chelsea.png", "rocket.jpg")]
+    copy = ev.compute(EDITS["jpeg15"](_photo("astronaut.png")))
+    items = [astronaut, copy, *others]
+    pairs = [(0, j, 0.7, 0) for j in range(1, len(items))]
+    lean = Verifier(items)
+    links = lean.links(pairs)
+    assert set(lean._norm) == {0, 1}  # only the astronaut and its copy agree at 16 px
+    monkeypatch.setattr(verify, "COARSE_FLOOR", -2.0)  # every pair compared at full size
+    full = Verifier(items)
+    assert full.links(pairs)[0] == links[0]  # the copy's verdict, measured either way
+    assert set(full._norm) == set(range(len(items)))
+
+
 def _series_file(source: Any, path: Path, z: float, noise: int, seed: int) -> None:
     """A copy of a real CT slice placed at ``z`` mm in its series, with a little noise on its pixels."""
     import copy
