@@ -186,8 +186,8 @@ class Verifier:
     def _prepare(self, i: int) -> None:
         """The item's coarse thumbnail and flatness, made once."""
         if i not in self._coarse:
-            full, flat = normalised_thumb(self._thumb(i))
-            self._coarse[i], self._flat[i] = coarse(full), flat
+            levels, flat = normalised_thumb(self._thumb(i), detail=False)
+            self._coarse[i], self._flat[i] = coarse(levels), flat
 
     def _normalised(self, i: int) -> np.ndarray:
         """The item's full normalised thumbnail, made again (the same values) the first time a pair needs it."""

@@ -134,7 +134,7 @@ def _logit_ncc(value: float) -> float:
     return -math.log(max(1e-4, 1.0 - max(-1.0, value)))
 
 
-def normalised_thumb(thumb: np.ndarray) -> tuple[np.ndarray, bool]:
+def normalised_thumb(thumb: np.ndarray, detail: bool = True) -> tuple[np.ndarray, bool]:
     """The thumbnail as ranks, grey levels and fine detail (zero-mean, unit-norm float32), and whether it is flat.
 
     Ranks make the comparison blind to monotone tone changes (gamma, brightness,
@@ -143,18 +143,24 @@ def normalised_thumb(thumb: np.ndarray) -> tuple[np.ndarray, bool]:
     detail (a difference of Gaussians, DETAIL_SIGMA) leaves out the broad light
     and dark layout that look-alikes share: two shirts of one catalogue agree on
     their shape far better than on their folds and print. A flat thumbnail is
-    left at zero so it matches nothing by structure.
+    left at zero so it matches nothing by structure. Without ``detail``, only the
+    first two (the same values): all the coarse pass needs, at a third less work.
     """
     import cv2
 
     grey = thumb.astype(np.float64)
+    channels = 3 if detail else 2
     if grey.std() < FLAT_STD:
-        return np.zeros((3, *grey.shape), dtype=np.float32), True
+        return np.zeros((channels, *grey.shape), dtype=np.float32), True
     ranks = _level_ranks(thumb) if thumb.dtype == np.uint8 else mean_ranks(grey.ravel()).reshape(grey.shape)
-    fine, broad = (cv2.GaussianBlur(grey, (0, 0), s, borderType=cv2.BORDER_REFLECT) for s in DETAIL_SIGMA)
-    out = np.stack([ranks - ranks.mean(), grey - grey.mean(), fine - broad])
-    out[2] -= out[2].mean()
-    norms = np.linalg.norm(out.reshape(3, -1), axis=1)
+    layers = [ranks - ranks.mean(), grey - grey.mean()]
+    if detail:
+        fine, broad = (cv2.GaussianBlur(grey, (0, 0), s, borderType=cv2.BORDER_REFLECT) for s in DETAIL_SIGMA)
+        layers.append(fine - broad)
+    out = np.stack(layers)
+    if detail:
+        out[2] -= out[2].mean()
+    norms = np.linalg.norm(out.reshape(channels, -1), axis=1)
     out /= np.where(norms > 1e-9, norms, 1.0)[:, None, None]
     return out.astype(np.float32), False
 
