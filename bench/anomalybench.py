@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from dupscore import markdown_table, score_anomalies  # noqa: E402
+from dupscore import collection_key, markdown_table, score_anomalies  # noqa: E402
 
 from embedlab import anomaly  # noqa: E402
 from embedlab.analysis import load_for_analysis, neighbourhood  # noqa: E402
@@ -65,7 +65,7 @@ def load_half(name: str, dataset: Path, k: int, indexes: Path | None = None) -> 
     """Embed one half (reusing its index) and compute its exact k-NN graph."""
     images = dataset / name / "images"
     truth = json.loads((dataset / name / "truth.json").read_text())
-    out = (indexes or CACHE / "anomalybench" / dataset.name) / name  # one index per collection and half
+    out = (indexes or CACHE / "anomalybench" / collection_key(dataset)) / name  # one index per collection and half
     t0 = time.perf_counter()
     embed_folder(str(images), str(out))  # the default recipe, as `embed` writes it
     log(f"{name}: index ready in {time.perf_counter() - t0:.1f} s")

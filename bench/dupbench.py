@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from dupscore import collection_key  # noqa: E402
+
 from embedlab import duplicates as dup  # noqa: E402
 from embedlab.analysis import item_slices, load_for_analysis, neighbourhood, with_small_candidates  # noqa: E402
 from embedlab.descriptor import DEFAULT_RECIPE  # noqa: E402
@@ -45,7 +47,7 @@ def load_half(half: str, dataset: Path, recipe: str) -> dict[str, Any]:
     """Embed one half (reusing its index when the folder is unchanged) and load what analysis needs."""
     images = dataset / half / "images"
     truth = json.loads((dataset / half / "truth.json").read_text())
-    index = CACHE / "dupbench" / f"{dataset.name}-{half}-{recipe}"  # one folder per index: no second root
+    index = CACHE / "dupbench" / f"{collection_key(dataset)}-{half}-{recipe}"  # one folder per index: no second root
     t0 = time.perf_counter()
     embed_folder(str(images), str(index), recipe=recipe)
     log(f"{half}: embedded in {time.perf_counter() - t0:.1f} s")
@@ -277,7 +279,7 @@ def copy_queries(half: str, dataset: Path, recipe: str) -> dict[str, dict[str, A
 
     truth = json.loads((dataset / half / "truth.json").read_text())
     images = dataset / half / "images"
-    index = CACHE / "dupbench" / f"{dataset.name}-{half}-{recipe}"
+    index = CACHE / "dupbench" / f"{collection_key(dataset)}-{half}-{recipe}"
     queries = [dataset / half / "queries" / q["query"] for q in truth["copy_queries"]]
     group_of = true_group_of(truth)
     members = {g["id"]: {str(images / p) for p in g["paths"]} for g in truth["duplicate_groups"]}

@@ -25,6 +25,7 @@ pair inside a true group. Paths not in ``truth["images"]`` are ignored everywher
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import json
 import os
@@ -38,6 +39,15 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 
 Pair = tuple[str, str]
+
+
+def collection_key(dataset: Path) -> str:
+    """A cache folder name for one built collection: its folder's name and a hash of where it is.
+
+    Two builds (another --seed or --cache) are both called ``dupset``; keyed by name alone, their
+    indexes would share a folder and `embed` would index both collections into one."""
+    where = hashlib.sha1(str(Path(dataset).resolve()).encode()).hexdigest()[:8]
+    return f"{Path(dataset).name}-{where}"
 
 
 def _pair(a: str, b: str) -> Pair:
