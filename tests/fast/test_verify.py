@@ -186,3 +186,18 @@ def test_a_large_collection_fits_fewer_keypoints_on_fewer_candidates() -> None:
     ev = [evidence.compute(p) for p in (photo, crop)]
     assert Verifier(ev).measure_all([(0, 1, 0.7, 3)])[0].inliers > 0  # type: ignore[union-attr]
     assert Verifier(ev, budget=LARGE_BUDGET).measure_all([(0, 1, 0.7, 3)])[0].inliers == 0  # type: ignore[union-attr]
+
+
+def test_the_coarse_pass_thumbnail_is_the_full_ones_first_two_layers() -> None:
+    # The verifier makes every item's 16 px thumbnail without the fine-detail layer; it must be
+    # the same values the full normalisation gives, or verdicts would depend on which came first.
+    from embedlab.verify import coarse, normalised_thumb
+
+    for picture in (data.camera(), data.coins(), np.full((64, 64), 9, dtype=np.uint8)):
+        thumb = np.asarray(_picture(_grey(picture, 64)).convert("L"))
+        full, flat = normalised_thumb(thumb)
+        levels, flat_levels = normalised_thumb(thumb, detail=False)
+        assert flat == flat_levels
+        assert levels.shape == (2, *thumb.shape)
+        assert np.array_equal(levels, full[:2])
+        assert np.array_equal(coarse(levels), coarse(full))
