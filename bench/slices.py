@@ -10,7 +10,8 @@ recipe, their same-picture evidence computed as `embed` stores it, and judged as
 judges a candidate pair (embedlab.duplicates.Verifier with the shipped model). Reported: the
 median probability and the share of pairs at or above the default --dup-threshold 0.92.
 Sagittal pairs "mirrored" are the slices the same distance left and right of the midline of
-the volume's foreground, which a near-symmetric brain makes look alike.
+the volume's foreground, which a near-symmetric brain makes look alike (so bench/dupset.py takes
+sagittal slices from one side of the midline only).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def pairs_for(vol: MRIVolume, plane: str) -> dict[str, list[tuple[int, int]]]:
     depth = vol.gray.shape[_plane_axis(plane)]
     out = {f"{gap} apart": [(b, b + gap) for b in bases if b + gap < depth] for gap in GAPS}
     if plane == "sagittal":
-        middle = (grid[0] + grid[-1]) // 2
+        middle = round(vol.midline)  # the collection takes sagittal slices from one side of it only
         out["mirrored about the midline"] = [(middle - d, middle + d) for d in (6, 10, 14, 18, 22, 26)]
     return out
 
