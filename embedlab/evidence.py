@@ -29,6 +29,11 @@ from PIL import Image
 EVIDENCE_VERSION = 1
 THUMB_SIDE = 64
 ORB_FEATURES = 320
+# A search query's evidence is computed fresh and verified against at most a few dozen stored
+# contents, so it can afford more corners: in a screenshot or a canvas the frame's text and
+# buttons are the strongest corners, and 320 of them can leave none on the picture it shows
+# (bench/dupbench.py, copy queries). Stored evidence keeps ORB_FEATURES.
+QUERY_FEATURES = 2000
 ORB_MAX_SIDE = 512
 ORB_MIN_SIDE = 256  # smaller pictures are enlarged to this long side first (corners need room)
 ORB_FAST_THRESHOLD = 12  # OpenCV's default of 20 finds few corners on low-contrast scans
@@ -76,8 +81,8 @@ def grey_thumbnail(grey: Image.Image) -> np.ndarray:
     return np.asarray(grey.resize((THUMB_SIDE, THUMB_SIDE), method), dtype=np.uint8).copy()
 
 
-def keypoints(grey: Image.Image) -> tuple[np.ndarray, np.ndarray]:
-    """ORB keypoints on a contrast-equalised copy: positions in [0, 1] and descriptors.
+def keypoints(grey: Image.Image, features: int = ORB_FEATURES) -> tuple[np.ndarray, np.ndarray]:
+    """Up to ``features`` ORB keypoints on a contrast-equalised copy: positions in [0, 1] and descriptors.
 
     Equalising the histogram first makes the corners (nearly) independent of any
     monotone tone change: gamma, brightness and contrast edits keep their keypoints.
@@ -90,20 +95,20 @@ def keypoints(grey: Image.Image) -> tuple[np.ndarray, np.ndarray]:
     size = (max(1, round(grey.width * scale)), max(1, round(grey.height * scale)))
     method = Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR
     pixels = cv2.equalizeHist(np.asarray(grey.resize(size, method), dtype=np.uint8))
-    orb = cv2.ORB.create(nfeatures=ORB_FEATURES, fastThreshold=ORB_FAST_THRESHOLD)
+    orb = cv2.ORB.create(nfeatures=features, fastThreshold=ORB_FAST_THRESHOLD)
     found, desc = orb.detectAndCompute(pixels, None)
     if desc is None or not found:
         return np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8)
     # Strongest first, ties by position: the order (and so the stored bytes) never depends on chance.
     where = np.asarray(cv2.KeyPoint.convert(found), dtype=np.float32).reshape(-1, 2)
     response = np.array([k.response for k in found], dtype=np.float32)
-    order = np.lexsort((where[:, 1], where[:, 0], -response))[:ORB_FEATURES]
+    order = np.lexsort((where[:, 1], where[:, 0], -response))[:features]
     pts = where[order].astype(np.float64) / np.array(size, dtype=np.float64)
     return np.clip(pts, 0.0, 1.0).astype(np.float32), np.ascontiguousarray(desc[order], dtype=np.uint8)
 
 
-def compute(rgb: Image.Image, grey: Image.Image | None = None) -> Evidence:
+def compute(rgb: Image.Image, grey: Image.Image | None = None, features: int = ORB_FEATURES) -> Evidence:
     """Evidence for one decoded picture (RGB, as embedded); ``grey``: its ``convert("L")``, if made already."""
     grey = rgb.convert("L") if grey is None else grey
-    points, descriptors = keypoints(grey)
+    points, descriptors = keypoints(grey, features)
     return Evidence(rgb.width, rgb.height, grey_thumbnail(grey), points, descriptors)

@@ -29,7 +29,7 @@ from PIL import Image
 
 from .descriptor import DEFAULT_RECIPE
 from .errors import Hint
-from .evidence import Evidence
+from .evidence import QUERY_FEATURES, Evidence
 from .evidence import compute as compute_evidence
 from .folders import choose_root, real_folder, warn_about_folders
 from .images import (
@@ -806,7 +806,7 @@ def query_vectors(
             for i, vec in zip(images, vectors, strict=True):
                 out[i] = vec
             if evidence is not None:
-                evidence.update({i: compute_evidence(rgb) for i, rgb in images.items()})
+                evidence.update({i: compute_evidence(rgb, features=QUERY_FEATURES) for i, rgb in images.items()})
             if turned is not None:
                 quarter = [rgb.transpose(move) for rgb in images.values() for move in QUARTER_TURNS]
                 rows = backbone.vectors([backbone.prepare(rgb) for rgb in quarter])

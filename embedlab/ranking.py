@@ -12,8 +12,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from .duplicates import Verifier
-from .evidence import Evidence
+from .duplicates import FitBudget, Verifier
+from .evidence import QUERY_FEATURES, Evidence
 from .search import SCORE_DECIMALS, Hit, Searcher, cosine_scores
 from .store import Store
 
@@ -112,7 +112,9 @@ class Ranker:
         shas = [self.sha_of[h.path] for h in pool]
         unique = sorted(set(shas))
         stored = self.store.evidence_for(unique)
-        verifier = Verifier([evidence, *(stored.get(sha) for sha in unique)])
+        # Every corner of a fresh query (QUERY_FEATURES) against the stored ones of each candidate.
+        budget = FitBudget(keypoints=QUERY_FEATURES)
+        verifier = Verifier([evidence, *(stored.get(sha) for sha in unique)], budget=budget)
         cosine = {sha: h.score for sha, h in zip(shas, pool, strict=True)}
         candidates = [(0, n + 1, cosine[sha], 0) for n, sha in enumerate(unique) if sha in stored]
         verified = {unique[link.b - 1]: link.score for link in verifier.links(candidates)}

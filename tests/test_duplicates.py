@@ -174,6 +174,54 @@ def test_search_copies_first_puts_a_verified_copy_of_the_query_first(edited_inde
     assert all("copy" not in r for r in line["results"][1:])
 
 
+def _window(img: Image.Image, unit: int = 24) -> Image.Image:
+    """A screenshot of an image viewer showing ``img`` at its own pixels: title, menu and status bar text."""
+    from PIL import ImageFont
+
+    w, h = img.size
+    font = ImageFont.load_default(size=unit)
+    out = Image.new("RGB", (w + 4 * unit, h + 8 * unit), (60, 70, 90))
+    draw = ImageDraw.Draw(out)
+    draw.rectangle((unit, unit, w + 3 * unit, h + 7 * unit), fill=(236, 236, 236), outline=(90, 90, 90))
+    draw.rectangle((unit, unit, w + 3 * unit, 3 * unit), fill=(210, 210, 214))
+    for i, colour in enumerate(((237, 106, 94), (245, 191, 79), (98, 197, 84))):
+        draw.ellipse((2 * unit + 2 * i * unit, unit * 3 // 2, 3 * unit + 2 * i * unit, unit * 5 // 2), fill=colour)
+    draw.text((9 * unit, unit * 7 // 5), "IMG_1249.png - Viewer", fill=(40, 40, 40), font=font)
+    for i, word in enumerate(("File", "Edit", "View", "Image", "Help")):
+        draw.text((2 * unit + 4 * i * unit, unit * 33 // 10), word, fill=(60, 60, 60), font=font)
+    out.paste(img, (2 * unit, 5 * unit))
+    draw.text((2 * unit, h + 5 * unit + unit // 3), f"{w} x {h}  100%", fill=(60, 60, 60), font=font)
+    return out
+
+
+def test_copies_first_finds_a_smooth_picture_shown_in_a_window_whose_text_has_the_strongest_corners(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from PIL import ImageFilter
+
+    from embedlab import indexer, ranking
+
+    folder, queries = tmp_path / "photos", tmp_path / "queries"
+    folder.mkdir()
+    queries.mkdir()
+    for name in ("coffee.png", "chelsea.png", "astronaut.png", "rocket.jpg"):
+        _photo(name).resize((320, 240)).filter(ImageFilter.GaussianBlur(2)).save(folder / f"{Path(name).stem}.png")
+    gamma = [round(255 * (v / 255) ** 1.6) for v in range(256)] * 3
+    _window(Image.open(folder / "coffee.png")).point(gamma).save(queries / "screenshot.png")
+    index = tmp_path / "index"
+    _cli_json(["embed", "--images-dir", str(folder), "--out", str(index)])
+    argv = ["search", "--index", str(index), "--query-dir", str(queries), "--k", "2", "--json", "--copies-first"]
+    first = json.loads(_cli_json(argv))["results"][0]
+    assert Path(first["path"]).name == "coffee.png" and first["copy"] >= 0.92
+    # With only as many corners as stored evidence keeps, the frame's text takes them all: no fit, no copy.
+    monkeypatch.setattr(indexer, "QUERY_FEATURES", ev.ORB_FEATURES)
+    monkeypatch.setattr(ranking, "QUERY_FEATURES", ev.ORB_FEATURES)
+    first = json.loads(_cli_json(argv))["results"][0]
+    assert first.get("copy", 0.0) < 0.5
+
+
 def test_verification_chunks_touch_a_bounded_number_of_items() -> None:
     from embedlab.analysis import _chunks_by_items
 
