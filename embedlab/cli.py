@@ -170,7 +170,7 @@ def _search_flags(query_dir_required: bool) -> _Parser:
     parser.add_argument(
         "--copies-first",
         action="store_true",
-        help="verify the 20 best results against each query's pixels and keypoints and put verified copies "
+        help="verify the 40 best results against each query's pixels and keypoints and put verified copies "
         "first, each with its 'copy' probability (scores are then no longer in descending order)",
     )
     return parser
