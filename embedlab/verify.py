@@ -12,8 +12,9 @@ edited, and says how:
   small rotation, stretch, a picture inside a larger canvas, overlays);
 * ``inset``: one picture is found as a region of the other's thumbnail, pasted
   at its own pixel scale (a canvas, a window screenshot; turned by a few degrees
-  for a small picture) or cut to another shape (one wallpaper at 4:3 and 16:9):
-  small or smooth pictures, where keypoints are too few to fit a map.
+  for a small picture, or a smooth one whose keypoints fit no map) or cut to
+  another shape (one wallpaper at 4:3 and 16:9): small or smooth pictures, where
+  keypoints are too few to fit a map.
 
 The measurements become one duplicate probability through a logistic model
 whose coefficients were fitted on the tuning half of bench/dupbench.py (a split
@@ -346,7 +347,7 @@ def rank_correlation(x: np.ndarray, y: np.ndarray) -> float:
     return float(rx @ ry / denom) if denom > 1e-12 else -1.0
 
 
-def inset_agreement(a: Evidence, b: Evidence) -> float:
+def inset_agreement(a: Evidence, b: Evidence, turned: bool = False) -> float:
     """Find one picture as a region of the other's thumbnail; -1 where it cannot be.
 
     Two footprints are tried, the two ways copies of one picture hold each other:
@@ -359,19 +360,20 @@ def inset_agreement(a: Evidence, b: Evidence) -> float:
       it spans the other's full height and the share of its width that their
       aspect ratios give (``_cut_inset``).
 
-    One template match at that one scale finds it. The agreement is then measured
+    One template match at that one scale finds it (with ``turned``, also the larger
+    thumbnail turned back by a few degrees, as for a picture smaller than the thumbnail). The agreement is then measured
     as the pixel channel measures it (the weaker of grey levels or ranks and fine
     detail), on the footprint and the template both brought to the thumbnail's
     size, so neither keeps detail the other lacks.
     """
-    found = _pasted_inset(a, b)
+    found = _pasted_inset(a, b, turned)
     if found < INSET_TURNED_BELOW:
         found = max(found, _cut_inset(a, b))
     return found
 
 
-def _pasted_inset(a: Evidence, b: Evidence) -> float:
-    """The smaller picture at its own pixel scale inside the larger one (and turned, for a small picture)."""
+def _pasted_inset(a: Evidence, b: Evidence, turned: bool = False) -> float:
+    """The smaller picture at its own pixel scale inside the larger one (and turned: a small picture, or ``turned``)."""
     if a.width * a.height > b.width * b.height:
         a, b = b, a
     if a.width > b.width or a.height > b.height:
@@ -385,7 +387,7 @@ def _pasted_inset(a: Evidence, b: Evidence) -> float:
         return -1.0
     larger = b.thumb.astype(np.float32)
     found = _inset_at(larger, template)
-    if min(a.width, a.height) < TINY_SIDE and found < INSET_TURNED_BELOW:
+    if (turned or min(a.width, a.height) < TINY_SIDE) and found < INSET_TURNED_BELOW:
         # A small picture turned by a few degrees (and its canvas enlarged to hold it): keypoints are
         # too few to fit that map, so the larger thumbnail is turned back, in the pictures' own
         # geometry (thumbnails squash the aspect ratio), and searched again.
@@ -485,13 +487,21 @@ def finish(
     geometry: bool = True,
     detail: float = -1.0,
     keypoints: int = FIT_KEYPOINTS,
+    turn_unfitted: bool = True,
 ) -> PairEvidence:
-    """The pair's measurements, given its pixel agreement: the keypoint fit where it can matter."""
+    """The pair's measurements, given its pixel agreement: the keypoint fit where it can matter.
+
+    Where the fit was tried and found nothing, and ``turn_unfitted``, the inset is also looked
+    for turned by a few degrees: a smooth picture (a painted wallpaper) turned by 10-15 degrees
+    has too few corners to fit that map, the case of a picture smaller than the thumbnail.
+    """
     side = min(a.width, a.height, b.width, b.height)
-    inset = inset_agreement(a, b) if max(pixel, ranks) < PIXEL_DECISIVE else -1.0  # pixels that agree need no inset
+    undecided = max(pixel, ranks) < PIXEL_DECISIVE  # pixels that agree need no inset
     if not needs_geometry(pixel, ranks, cosine, geometry):
+        inset = inset_agreement(a, b) if undecided else -1.0
         return PairEvidence(cosine, pixel, how, 0, 0.0, -1.0, 0.0, flat, ranks, side, detail, inset)
     inliers, frac, warped, overlap = geometric_agreement(a, b, keypoints)
+    inset = inset_agreement(a, b, turned=turn_unfitted and inliers == 0) if undecided else -1.0
     return PairEvidence(cosine, pixel, how, inliers, frac, warped, overlap, flat, ranks, side, detail, inset)
 
 

@@ -222,6 +222,22 @@ def test_copies_first_finds_a_smooth_picture_shown_in_a_window_whose_text_has_th
     assert first.get("copy", 0.0) < 0.5
 
 
+def test_a_smooth_picture_turned_a_few_degrees_is_found_as_an_inset_where_no_keypoint_map_fits() -> None:
+    from PIL import ImageFilter, ImageStat
+
+    from embedlab.duplicates import LARGE_BUDGET, FitBudget
+
+    smooth = _photo("coffee.png").resize((320, 214)).filter(ImageFilter.GaussianBlur(6))
+    fill = tuple(int(v) for v in ImageStat.Stat(smooth).mean)
+    turned = smooth.rotate(12, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=fill)
+    pair = [ev.compute(smooth), ev.compute(turned)]
+    found = Verifier(pair, budget=FitBudget())
+    assert found.pair(0, 1, 0.9).inliers == 0  # too few corners for the keypoint fit
+    assert found.link(0, 1, 0.9).score >= 0.92
+    # Large collections skip the turned search where the fit fails (16 template matches a pair).
+    assert Verifier(pair, budget=LARGE_BUDGET).link(0, 1, 0.9).score < 0.5
+
+
 def test_verification_chunks_touch_a_bounded_number_of_items() -> None:
     from embedlab.analysis import _chunks_by_items
 
