@@ -496,12 +496,10 @@ def finish(
     has too few corners to fit that map, the case of a picture smaller than the thumbnail.
     """
     side = min(a.width, a.height, b.width, b.height)
-    undecided = max(pixel, ranks) < PIXEL_DECISIVE  # pixels that agree need no inset
-    if not needs_geometry(pixel, ranks, cosine, geometry):
-        inset = inset_agreement(a, b) if undecided else -1.0
-        return PairEvidence(cosine, pixel, how, 0, 0.0, -1.0, 0.0, flat, ranks, side, detail, inset)
-    inliers, frac, warped, overlap = geometric_agreement(a, b, keypoints)
-    inset = inset_agreement(a, b, turned=turn_unfitted and inliers == 0) if undecided else -1.0
+    tried = needs_geometry(pixel, ranks, cosine, geometry)
+    inliers, frac, warped, overlap = geometric_agreement(a, b, keypoints) if tried else (0, 0.0, -1.0, 0.0)
+    turned = turn_unfitted and tried and inliers == 0
+    inset = inset_agreement(a, b, turned) if max(pixel, ranks) < PIXEL_DECISIVE else -1.0  # agreeing pixels need none
     return PairEvidence(cosine, pixel, how, inliers, frac, warped, overlap, flat, ranks, side, detail, inset)
 
 
