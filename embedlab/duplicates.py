@@ -161,10 +161,13 @@ class FitBudget:
     # An inset also looked for turned where the fit found nothing: 16 more template matches a pair,
     # which at 100k items (synthetic evidence, whose fits always fail) cost 53 s of verification.
     turn_unfitted: bool = True
+    # Two pictures smaller than the thumbnail also tried as a crop of one another, enlarged back
+    # (verify._zoomed_inset): 8 coarse template matches a pair, 9 more where one matches well.
+    zoom_small: bool = True
 
 
 LARGE_COLLECTION = 20_000
-LARGE_BUDGET = FitBudget(rank=3, keypoints=256, turn_unfitted=False)
+LARGE_BUDGET = FitBudget(rank=3, keypoints=256, turn_unfitted=False, zoom_small=False)
 
 
 class Verifier:
@@ -269,7 +272,8 @@ class Verifier:
         assert a is not None and b is not None
         flat = self._flat[i] and self._flat[j]
         budget = self.budget
-        return finish(a, b, cosine, flat, grey, ranks, how, geometry, detail, budget.keypoints, budget.turn_unfitted)
+        keypoints, turn, zoom = budget.keypoints, budget.turn_unfitted, budget.zoom_small
+        return finish(a, b, cosine, flat, grey, ranks, how, geometry, detail, keypoints, turn, zoom)
 
 
 class _Thumbs(Sequence[np.ndarray]):

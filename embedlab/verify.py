@@ -55,6 +55,12 @@ INSET_MIN_SIDE = 12  # ... and at least this many thumbnail pixels of it
 INSET_PEAK = 0.85  # template-match correlation below which the inset is not measured further
 INSET_TURNED_BELOW = 0.9  # a picture smaller than the thumbnail agreeing less than this is also looked for turned
 INSET_ANGLES = tuple(float(a) for a in range(-16, 17, 2) if a)  # by these degrees (a rotation of 10-15 degrees)
+# Zoomed inset: a picture smaller than the thumbnail, cropped by 10-25 % per side and shown at its
+# own size again (a small item viewed at its usual size), is the middle 50-80 % of the other, enlarged.
+ZOOM_SCALES = (0.5, 0.6, 0.7, 0.8)  # the crop's share of the whole, tried at ZOOM_COARSE_SIDE px ...
+ZOOM_COARSE_SIDE = 32
+ZOOM_PEAK = 0.9  # ... and refined at full size, ZOOM_STEP either way on each axis, where one matches this well
+ZOOM_STEP = 0.05
 
 # The eight flips and quarter turns of a square thumbnail, and what they mean for the picture.
 DIHEDRAL: tuple[tuple[str, int, bool], ...] = (
@@ -347,10 +353,11 @@ def rank_correlation(x: np.ndarray, y: np.ndarray) -> float:
     return float(rx @ ry / denom) if denom > 1e-12 else -1.0
 
 
-def inset_agreement(a: Evidence, b: Evidence, turned: bool = False) -> float:
+def inset_agreement(a: Evidence, b: Evidence, turned: bool = False, zoomed: bool = False) -> float:
     """Find one picture as a region of the other's thumbnail; -1 where it cannot be.
 
-    Two footprints are tried, the two ways copies of one picture hold each other:
+    Two footprints are tried, the two ways copies of one picture hold each other
+    (with ``zoomed``, a third, for pictures smaller than the thumbnail: ``_zoomed_inset``):
 
     * the same pixels: a picture pasted into a canvas or shown in a window keeps
       its pixels, so its footprint in the larger picture's thumbnail is its size
@@ -369,7 +376,53 @@ def inset_agreement(a: Evidence, b: Evidence, turned: bool = False) -> float:
     found = _pasted_inset(a, b, turned)
     if found < INSET_TURNED_BELOW:
         found = max(found, _cut_inset(a, b))
+    if zoomed and found < INSET_TURNED_BELOW:
+        found = max(found, _zoomed_inset(a, b))
     return found
+
+
+def zoomable(a: Evidence, b: Evidence) -> bool:
+    """Whether two pictures can be a crop of one another enlarged back (``_zoomed_inset``): both small, one shape."""
+    small = max(a.width, a.height, b.width, b.height) < TINY_SIDE
+    return small and abs(math.log(a.aspect / b.aspect)) <= ASPECT_TOLERANCE
+
+
+def _zoomed_inset(a: Evidence, b: Evidence) -> float:
+    """One small picture as a crop of the other, enlarged back to the other's size; -1 where it is not.
+
+    Keypoints are too few on a 28 px item to fit that map, and its footprint in the
+    other's thumbnail depends on how much was cut, so each of ZOOM_SCALES is tried
+    both ways at ZOOM_COARSE_SIDE px, and the best refined at full size. Only for two
+    pictures smaller than the thumbnail (their thumbnails hold every pixel they have)
+    of one shape; a larger crop keeps corners enough for the keypoint fit.
+    """
+    import cv2
+
+    if not zoomable(a, b):
+        return -1.0
+    side, small = float(THUMB_SIDE), float(ZOOM_COARSE_SIDE)
+    best: tuple[float, float, Evidence, Evidence] | None = None
+    for cut, whole in ((a, b), (b, a)):
+        larger = cv2.resize(whole.thumb.astype(np.float32), (ZOOM_COARSE_SIDE,) * 2, interpolation=cv2.INTER_AREA)
+        source = cut.thumb.astype(np.float32)
+        for scale in ZOOM_SCALES:
+            template = cv2.resize(source, (round(small * scale),) * 2, interpolation=cv2.INTER_AREA)
+            if cv2.meanStdDev(template)[1][0, 0] < FLAT_STD:
+                continue
+            peak = _match(larger, template)[0]
+            if best is None or peak > best[0]:
+                best = (peak, scale, cut, whole)
+    if best is None or best[0] < ZOOM_PEAK:
+        return -1.0
+    _, scale, cut, whole = best
+    larger = whole.thumb.astype(np.float32)
+    steps = (scale - ZOOM_STEP, scale, scale + ZOOM_STEP)
+    sizes = [(round(side * sx), round(side * sy)) for sx in steps for sy in steps]
+    refined = [t for t in (_template(cut, size) for size in sizes) if t is not None]
+    if not refined:
+        return -1.0
+    template = max(refined, key=lambda t: _match(larger, t)[0])
+    return _inset_at(larger, template)
 
 
 def _pasted_inset(a: Evidence, b: Evidence, turned: bool = False) -> float:
@@ -488,18 +541,22 @@ def finish(
     detail: float = -1.0,
     keypoints: int = FIT_KEYPOINTS,
     turn_unfitted: bool = True,
+    zoom_small: bool = True,
 ) -> PairEvidence:
     """The pair's measurements, given its pixel agreement: the keypoint fit where it can matter.
 
     Where the fit was tried and found nothing, and ``turn_unfitted``, the inset is also looked
     for turned by a few degrees: a smooth picture (a painted wallpaper) turned by 10-15 degrees
     has too few corners to fit that map, the case of a picture smaller than the thumbnail.
+    With ``zoom_small``, two pictures smaller than the thumbnail are also tried as a crop of
+    one another enlarged back to size (``_zoomed_inset``).
     """
     side = min(a.width, a.height, b.width, b.height)
     tried = needs_geometry(pixel, ranks, cosine, geometry)
     inliers, frac, warped, overlap = geometric_agreement(a, b, keypoints) if tried else (0, 0.0, -1.0, 0.0)
     turned = turn_unfitted and tried and inliers == 0
-    inset = inset_agreement(a, b, turned) if max(pixel, ranks) < PIXEL_DECISIVE else -1.0  # agreeing pixels need none
+    # Agreeing pixels need no inset.
+    inset = inset_agreement(a, b, turned, zoom_small) if max(pixel, ranks) < PIXEL_DECISIVE else -1.0
     return PairEvidence(cosine, pixel, how, inliers, frac, warped, overlap, flat, ranks, side, detail, inset)
 
 
