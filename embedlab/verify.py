@@ -61,6 +61,9 @@ ZOOM_SCALES = (0.5, 0.6, 0.7, 0.8)  # the crop's share of the whole, tried at ZO
 ZOOM_COARSE_SIDE = 32
 ZOOM_PEAK = 0.9  # ... and refined at full size, ZOOM_STEP either way on each axis, where one matches this well
 ZOOM_STEP = 0.05
+# A picture smaller than the thumbnail pasted into one of up to this many px is also matched on
+# their own pixel grid, where its paste offset is whole pixels (the thumbnail keeps half of them).
+NATIVE_MAX_SIDE = 2 * THUMB_SIDE
 
 # The eight flips and quarter turns of a square thumbnail, and what they mean for the picture.
 DIHEDRAL: tuple[tuple[str, int, bool], ...] = (
@@ -357,7 +360,8 @@ def inset_agreement(a: Evidence, b: Evidence, turned: bool = False, zoomed: bool
     """Find one picture as a region of the other's thumbnail; -1 where it cannot be.
 
     Two footprints are tried, the two ways copies of one picture hold each other
-    (with ``zoomed``, a third, for pictures smaller than the thumbnail: ``_zoomed_inset``):
+    (for pictures smaller than the thumbnail, also on their own pixel grid, ``_native_inset``,
+    and with ``zoomed``, as a crop enlarged back, ``_zoomed_inset``):
 
     * the same pixels: a picture pasted into a canvas or shown in a window keeps
       its pixels, so its footprint in the larger picture's thumbnail is its size
@@ -373,7 +377,7 @@ def inset_agreement(a: Evidence, b: Evidence, turned: bool = False, zoomed: bool
     detail), on the footprint and the template both brought to the thumbnail's
     size, so neither keeps detail the other lacks.
     """
-    found = _pasted_inset(a, b, turned)
+    found = max(_pasted_inset(a, b, turned), _native_inset(a, b))
     if found < INSET_TURNED_BELOW:
         found = max(found, _cut_inset(a, b))
     if zoomed and found < INSET_TURNED_BELOW:
@@ -449,6 +453,29 @@ def _pasted_inset(a: Evidence, b: Evidence, turned: bool = False) -> float:
         best = max(range(len(turns)), key=lambda n: (_match(turns[n], template)[0], -n))
         found = max(found, _inset_at(turns[best], template))
     return found
+
+
+def _native_inset(a: Evidence, b: Evidence) -> float:
+    """A small picture pasted into a picture of up to NATIVE_MAX_SIDE px, matched on their own pixel grid.
+
+    Its footprint in the larger thumbnail is a fraction of a pixel off the thumbnail's grid
+    (a 25 px face pasted into a 49 px canvas spans 32.65 thumbnail pixels), and at that size
+    the template match is that phase-sensitive; brought back to their own sizes, both
+    pictures share one grid and the paste offset is whole pixels.
+    """
+    import cv2
+
+    if a.width * a.height > b.width * b.height:
+        a, b = b, a
+    if a.width > b.width or a.height > b.height or max(a.width, a.height) >= TINY_SIDE:
+        return -1.0
+    if max(b.width, b.height) > NATIVE_MAX_SIDE or max(a.width / b.width, a.height / b.height) > INSET_MAX_SHARE:
+        return -1.0
+    small = np.asarray(cv2.resize(a.thumb.astype(np.float32), (a.width, a.height), interpolation=cv2.INTER_AREA))
+    if float(small.std()) < FLAT_STD:
+        return -1.0
+    larger = np.asarray(cv2.resize(b.thumb.astype(np.float32), (b.width, b.height), interpolation=cv2.INTER_AREA))
+    return _inset_at(larger, small)
 
 
 def _template(e: Evidence, size: tuple[int, int]) -> np.ndarray | None:

@@ -431,3 +431,29 @@ def test_a_tiny_picture_cropped_and_enlarged_back_is_found_as_a_zoomed_inset() -
         other = _photo(name).resize((28, 28), Image.Resampling.BOX)
         for picture in (other, other.crop((5, 6, 22, 23)).resize((28, 28), Image.Resampling.BICUBIC)):
             assert Verifier([pair[0], ev.compute(picture)]).link(0, 1, 0.7).score < 0.5, name
+
+
+def _pasted(picture: Image.Image, size: tuple[int, int], at: tuple[int, int]) -> Image.Image:
+    """The picture pasted into a gradient canvas of ``size`` with a red dot in a corner."""
+    ramp = np.linspace(60, 200, size[1])[:, None, None].repeat(size[0], 1).repeat(3, 2)
+    canvas = Image.fromarray(ramp.astype(np.uint8))
+    ImageDraw.Draw(canvas).ellipse((2, 2, 9, 9), fill=(200, 40, 40))
+    canvas.paste(picture, at)
+    return canvas
+
+
+@pytest.mark.parametrize("size, at", [((49, 56), (13, 17)), ((45, 40), (7, 9)), ((60, 52), (21, 4))])
+def test_a_tiny_picture_pasted_into_a_small_canvas_is_matched_on_its_own_pixel_grid(
+    size: tuple[int, int], at: tuple[int, int]
+) -> None:
+    from embedlab import verify
+
+    for name in ("astronaut.png", "chelsea.png"):
+        tiny = _photo(name).resize((25, 25), Image.Resampling.BOX)
+        pair = [ev.compute(tiny), ev.compute(_pasted(tiny, size, at))]
+        # In the canvas's thumbnail its footprint is off the grid by a fraction of a pixel.
+        native, thumbnail = verify._native_inset(*pair), verify._pasted_inset(*pair)
+        assert native >= 0.97 and native > thumbnail + 0.02, (name, native, thumbnail)
+        assert Verifier(pair).link(0, 1, 0.6).score >= 0.92
+        other = _photo("coffee.png").resize((25, 25), Image.Resampling.BOX)
+        assert Verifier([pair[0], ev.compute(_pasted(other, size, at))]).link(0, 1, 0.6).score < 0.5
