@@ -385,7 +385,7 @@ def inset_agreement(a: Evidence, b: Evidence, turned: bool = False, zoomed: bool
     return found
 
 
-def zoomable(a: Evidence, b: Evidence) -> bool:
+def _zoomable(a: Evidence, b: Evidence) -> bool:
     """Whether two pictures can be a crop of one another enlarged back (``_zoomed_inset``): both small, one shape."""
     small = max(a.width, a.height, b.width, b.height) < TINY_SIDE
     return small and abs(math.log(a.aspect / b.aspect)) <= ASPECT_TOLERANCE
@@ -402,7 +402,7 @@ def _zoomed_inset(a: Evidence, b: Evidence) -> float:
     """
     import cv2
 
-    if not zoomable(a, b):
+    if not _zoomable(a, b):
         return -1.0
     side, small = float(THUMB_SIDE), float(ZOOM_COARSE_SIDE)
     best: tuple[float, float, Evidence, Evidence] | None = None
