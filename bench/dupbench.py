@@ -2,6 +2,7 @@
 
     python bench/dupset.py                       # build the collection once (bench/.cache/dupset)
     python bench/dupbench.py --fit               # fit the verifier's model on the tune half, print it
+    python bench/dupbench.py --fit --channels geometry   # refit one channel, the others as shipped
     python bench/dupbench.py                     # report: tune and holdout halves, peers side by side
     python bench/dupbench.py --why               # where each kind's true pairs are lost (a diagnosis, per half)
 
@@ -37,6 +38,7 @@ from embedlab.store import Store  # noqa: E402
 from embedlab.verify import TINY_SIDE, Logistic, Model, PairEvidence  # noqa: E402
 
 CACHE = ROOT / "bench" / ".cache"
+CHANNELS = ("pixel", "geometry", "inset")  # the verifier's logistic channels, as --fit --channels names them
 
 
 def log(msg: str) -> None:
@@ -132,7 +134,8 @@ def embedlab_groups(data: dict[str, Any], threshold: float, k: int, floor: float
     return groups_as_paths(data, dup.build_groups(len(data["paths"]), links, threshold, multi))
 
 
-def cmd_fit(data: dict[str, Any], k: int, floor: float) -> Model:
+def cmd_fit(data: dict[str, Any], k: int, floor: float, channels: tuple[str, ...] = CHANNELS) -> Model:
+    """The verifier's model fitted on ``data``; channels not in ``channels`` stay as shipped."""
     group_of = true_group_of(data["truth"])
     cands = candidates_for(data, k, floor)
     measured = measured_pairs(data, cands)
@@ -168,7 +171,12 @@ def cmd_fit(data: dict[str, Any], k: int, floor: float) -> Model:
     def rounded(w: np.ndarray, b: float) -> Logistic:
         return Logistic(tuple(round(float(v), 4) for v in w), round(b, 4))
 
-    return Model(rounded(w_pix, b_pix), rounded(w_geo, b_geo), rounded(w_ins, b_ins))
+    shipped = dup.MODEL
+    return Model(
+        rounded(w_pix, b_pix) if "pixel" in channels else shipped.pixel,
+        rounded(w_geo, b_geo) if "geometry" in channels else shipped.geometry,
+        rounded(w_ins, b_ins) if "inset" in channels else shipped.inset,
+    )
 
 
 def true_pairs(data: dict[str, Any]) -> list[tuple[str, int, int]]:
@@ -197,6 +205,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", type=Path, default=CACHE / "dupset")
     parser.add_argument("--fit", action="store_true", help="fit the verifier's model on the tune half and print it")
+    parser.add_argument(
+        "--channels",
+        default=",".join(CHANNELS),
+        help="with --fit: the channels to refit (the others are printed as shipped)",
+    )
     parser.add_argument("--threshold", type=float, default=0.92)
     parser.add_argument("--k", type=int, default=dup.CANDIDATE_K)
     parser.add_argument("--floor", type=float, default=dup.CANDIDATE_COSINE)
@@ -208,7 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("SENTRY_OPT_OUT", "1")
 
     if args.fit:
-        model = cmd_fit(load_half("tune", args.dataset, args.recipe), args.k, args.floor)
+        channels = tuple(c for c in args.channels.split(",") if c)
+        if unknown := set(channels) - set(CHANNELS):
+            parser.error(f"unknown channel {sorted(unknown)[0]}; choose from {', '.join(CHANNELS)}")
+        model = cmd_fit(load_half("tune", args.dataset, args.recipe), args.k, args.floor, channels)
         print(model)
         return 0
 
