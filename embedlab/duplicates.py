@@ -46,10 +46,11 @@ PIXEL_BLOCK = 1024  # candidate pairs whose thumbnails are compared in one NumPy
 FLAT_TONE = 2.0  # grey levels between two flat pictures that are still one
 SAME_PIXELS_NCC = 0.985  # thumbnails this close under no move: the same pixels, re-encoded or resized
 
-# Fitted by bench/dupbench.py --fit on the tuning half; see docs/BENCHMARKS.md ("Same picture").
+# Fitted by bench/dupbench.py --fit on the tuning half (geometry refitted alone with its core agreement,
+# --fit --channels geometry, 2026-12-04); see docs/BENCHMARKS.md ("Same picture").
 MODEL = Model(
     pixel=Logistic(weights=(1.2634, 0.4552, 16.049), bias=-2.3259),
-    geometry=Logistic(weights=(1.8957, 13.7146, 1.0967, 3.6317, -6.7484, -0.3154), bias=-6.7583),
+    geometry=Logistic(weights=(3.2527, 9.1459, 2.3275, 5.8069, -4.1426, -0.4582), bias=-16.7018),
     inset=Logistic(weights=(4.0816,), bias=-7.4554),
 )
 # For a pair where one side has no evidence (an index embedded before evidence existed).

@@ -65,6 +65,9 @@ ZOOM_STEP = 0.05
 # their own pixel grid, where its paste offset is whole pixels (the thumbnail keeps half of them).
 NATIVE_MAX_SIDE = 2 * THUMB_SIDE
 
+CORE_MARGIN = 2  # thumbnail pixels around the box of the inliers where the core agreement is measured
+NO_FIT = (0, 0.0, -1.0, 0.0, -1.0)  # geometric_agreement where no map fits
+
 # The eight flips and quarter turns of a square thumbnail, and what they mean for the picture.
 DIHEDRAL: tuple[tuple[str, int, bool], ...] = (
     ("same", 0, False),
@@ -94,6 +97,7 @@ class PairEvidence:
     side: int = 0  # the smaller picture's shorter side, in pixels
     detail: float = -1.0  # NCC of their fine detail under the same move (blind to a shared broad layout)
     inset: float = -1.0  # agreement of one picture found as a region of the other (-1: not tried or not found)
+    core: float = -1.0  # warped NCC within the box of the fit's inliers (the whole overlap's where it is too small)
 
     @property
     def fitted(self) -> bool:
@@ -125,12 +129,17 @@ class PairEvidence:
         return np.array([_logit_ncc(self.inset)], dtype=np.float64)
 
     def geometry_features(self) -> np.ndarray:
-        """Inputs of the geometry channel: the keypoint fit and what it overlays."""
+        """Inputs of the geometry channel: the keypoint fit and what it overlays.
+
+        The overlay's agreement is the core's, within the box of the inliers: a canvas
+        or window copy disagrees with its source around the picture, and two screenshots
+        of different pictures in one window agree on their frame only (bench/dupbench.py).
+        """
         return np.array(
             [
                 math.log1p(self.inliers),
                 self.inlier_frac,
-                _logit_ncc(self.warped),
+                _logit_ncc(self.core),
                 self.overlap,
                 self.cosine,
                 _logit_ncc(max(self.pixel, self.pixel_rank)),
@@ -278,20 +287,22 @@ def _frame_scale(e: Evidence) -> np.ndarray:
     return np.array([e.width * s, e.height * s], dtype=np.float64)
 
 
-def geometric_agreement(a: Evidence, b: Evidence, keypoints: int = FIT_KEYPOINTS) -> tuple[int, float, float, float]:
-    """RANSAC affine fit of b's keypoints onto a's; (inliers, inlier share, warped NCC, overlap)."""
+def geometric_agreement(
+    a: Evidence, b: Evidence, keypoints: int = FIT_KEYPOINTS
+) -> tuple[int, float, float, float, float]:
+    """RANSAC affine fit of b's keypoints onto a's; (inliers, inlier share, warped NCC, overlap, core NCC)."""
     import cv2
 
     # The strongest ``keypoints`` of each (stored strongest first): matching is quadratic in them.
     a_points, a_desc = a.points[:keypoints], a.descriptors[:keypoints]
     b_points, b_desc = b.points[:keypoints], b.descriptors[:keypoints]
     if len(a_desc) < MIN_MATCHES or len(b_desc) < MIN_MATCHES:
-        return 0, 0.0, -1.0, 0.0
+        return NO_FIT
     matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
     pairs = matcher.knnMatch(b_desc, a_desc, k=2)
     good = [m[0] for m in pairs if len(m) == 2 and m[0].distance < RATIO_TEST * m[1].distance]
     if len(good) < MIN_MATCHES:
-        return 0, 0.0, -1.0, 0.0
+        return NO_FIT
     good.sort(key=lambda m: (m.queryIdx, m.trainIdx))
     src = b_points[[m.queryIdx for m in good]] * _frame_scale(b)
     dst = a_points[[m.trainIdx for m in good]] * _frame_scale(a)
@@ -305,22 +316,30 @@ def geometric_agreement(a: Evidence, b: Evidence, keypoints: int = FIT_KEYPOINTS
         refineIters=10,
     )
     if matrix is None or mask is None:
-        return 0, 0.0, -1.0, 0.0
+        return NO_FIT
     inliers = int(mask.sum())
     singular = np.linalg.svd(matrix[:, :2], compute_uv=False)
     if inliers < MIN_MATCHES or singular[1] <= 1e-6 or singular[0] / singular[1] > MAX_ANISOTROPY:
-        return 0, 0.0, -1.0, 0.0
+        return NO_FIT
     frac = inliers / min(len(a_desc), len(b_desc))
-    warped, overlap = _warped_ncc(a, b, matrix)
-    return inliers, float(frac), warped, overlap
+    kept = mask.ravel().astype(bool)
+    a_inliers, b_inliers = (points[kept] for points in (dst / _frame_scale(a), src / _frame_scale(b)))
+    warped, overlap, core = _warped_ncc(a, b, matrix, a_inliers, b_inliers)
+    return inliers, float(frac), warped, overlap, core
 
 
-def _warped_ncc(a: Evidence, b: Evidence, matrix: np.ndarray) -> tuple[float, float]:
+def _warped_ncc(
+    a: Evidence, b: Evidence, matrix: np.ndarray, a_inliers: np.ndarray, b_inliers: np.ndarray
+) -> tuple[float, float, float]:
     """Lay one thumbnail onto the other with the fitted map and correlate where they overlap.
 
     The picture that holds the shared content larger is the one moved (shrinking
     loses no detail, enlarging a 20-pixel patch does). Also returns the share of
-    the smaller side's content the map covers.
+    the smaller side's content the map covers, and the correlation within the box
+    of the inliers (``*_inliers``: their [0, 1] positions in each picture): there a
+    copy agrees even when its canvas or window does not, while two screenshots of
+    different pictures, fitted on their common title and status bars, disagree on
+    what lies between those bars (bench/dupbench.py).
     """
     import cv2
 
@@ -328,10 +347,10 @@ def _warped_ncc(a: Evidence, b: Evidence, matrix: np.ndarray) -> tuple[float, fl
     to_thumb_a = np.diag([side / _frame_scale(a)[0], side / _frame_scale(a)[1], 1.0])
     from_thumb_b = np.diag([_frame_scale(b)[0] / side, _frame_scale(b)[1] / side, 1.0])
     b_to_a = to_thumb_a @ np.vstack([matrix, [0.0, 0.0, 1.0]]) @ from_thumb_b
-    fixed, source = a.thumb, b.thumb
+    fixed, source, anchors = a.thumb, b.thumb, a_inliers
     shrink = abs(float(np.linalg.det(b_to_a[:2, :2])))
     if shrink > 1.0:  # b's content is the smaller: move a onto b
-        b_to_a, fixed, source, shrink = np.linalg.inv(b_to_a), b.thumb, a.thumb, 1.0 / shrink
+        b_to_a, fixed, source, shrink, anchors = np.linalg.inv(b_to_a), b.thumb, a.thumb, 1.0 / shrink, b_inliers
     moving: np.ndarray = source.astype(np.float32)
     if shrink < 0.8:  # blur before shrinking, or the warp aliases fine texture
         moving = np.asarray(cv2.GaussianBlur(moving, (0, 0), 0.5 / math.sqrt(shrink)), dtype=np.float32)
@@ -344,8 +363,16 @@ def _warped_ncc(a: Evidence, b: Evidence, matrix: np.ndarray) -> tuple[float, fl
     mapped = b_to_a[:2, :2] @ grid + b_to_a[:2, 2:3]
     inside = float(np.mean((mapped >= 0).all(0) & (mapped < side).all(0)))
     if valid.sum() < 64:
-        return -1.0, max(covered, inside)
-    return rank_correlation(fixed[valid], moved[valid]), max(covered, inside)
+        return -1.0, max(covered, inside), -1.0
+    warped = rank_correlation(fixed[valid], moved[valid])
+    low = np.floor(anchors.min(axis=0) * side).astype(int) - CORE_MARGIN
+    high = np.ceil(anchors.max(axis=0) * side).astype(int) + CORE_MARGIN
+    box = np.zeros_like(valid)
+    box[max(0, low[1]) : high[1], max(0, low[0]) : high[0]] = True
+    core = valid & box
+    if core.sum() < 64:  # the inliers sit in too small a patch to correlate: the whole overlap speaks
+        return warped, max(covered, inside), warped
+    return warped, max(covered, inside), rank_correlation(fixed[core], moved[core])
 
 
 def rank_correlation(x: np.ndarray, y: np.ndarray) -> float:
@@ -580,11 +607,11 @@ def finish(
     """
     side = min(a.width, a.height, b.width, b.height)
     tried = needs_geometry(pixel, ranks, cosine, geometry)
-    inliers, frac, warped, overlap = geometric_agreement(a, b, keypoints) if tried else (0, 0.0, -1.0, 0.0)
+    inliers, frac, warped, overlap, core = geometric_agreement(a, b, keypoints) if tried else NO_FIT
     turned = turn_unfitted and tried and inliers == 0
     # Agreeing pixels need no inset.
     inset = inset_agreement(a, b, turned, zoom_small) if max(pixel, ranks) < PIXEL_DECISIVE else -1.0
-    return PairEvidence(cosine, pixel, how, inliers, frac, warped, overlap, flat, ranks, side, detail, inset)
+    return PairEvidence(cosine, pixel, how, inliers, frac, warped, overlap, flat, ranks, side, detail, inset, core)
 
 
 @dataclass(frozen=True)
