@@ -32,7 +32,7 @@ from .duplicates import (
     thumbnail_pairs,
 )
 from .search import SCORE_DECIMALS
-from .verify import COARSE_SIDE, coarse, normalised_thumb
+from .verify import COARSE_SIDE, coarse_thumbs
 
 if TYPE_CHECKING:
     from .evidence import Evidence
@@ -287,9 +287,9 @@ def small_candidates(matrix: np.ndarray, small: Sequence[int], evidence: Evidenc
     for start in range(0, len(items), VERIFY_ITEMS):
         part = items[start : start + VERIFY_ITEMS]
         loaded = evidence(part)
-        for n, item in enumerate(part, start):
-            if item in loaded:  # no evidence (an older index): all zero, so nothing is proposed for it
-                grey[n] = coarse(normalised_thumb(loaded[item].thumb)[0])[1]
+        have = [n for n, item in enumerate(part, start) if item in loaded]
+        if have:  # no evidence (an older index): all zero, so nothing is proposed for it
+            grey[have] = coarse_thumbs(np.stack([loaded[items[n]].thumb for n in have]))[0][:, 1]
     out = []
     for a, b, _, rank in thumbnail_pairs(grey):
         i, j = items[a], items[b]

@@ -12,7 +12,7 @@ is itself verified against, so A~B and B~C never put A with C by themselves.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import overload
@@ -29,7 +29,7 @@ from .verify import (
     Logistic,
     Model,
     PairEvidence,
-    coarse,
+    coarse_thumbs,
     dihedral_move,
     finish,
     needs_geometry,
@@ -190,11 +190,13 @@ class Verifier:
         assert ev is not None
         return ev.thumb
 
-    def _prepare(self, i: int) -> None:
-        """The item's coarse thumbnail and flatness, made once."""
-        if i not in self._coarse:
-            levels, flat = normalised_thumb(self._thumb(i), detail=False)
-            self._coarse[i], self._flat[i] = coarse(levels), flat
+    def _prepare(self, items: Iterable[int]) -> None:
+        """The items' coarse thumbnails and flatness, made once, in one batch."""
+        new = sorted({i for i in items if i not in self._coarse})
+        if new:
+            small, flat = coarse_thumbs(np.stack([self._thumb(i) for i in new]))
+            for i, s, f in zip(new, small, flat.tolist(), strict=True):
+                self._coarse[i], self._flat[i] = s, f
 
     def _normalised(self, i: int) -> np.ndarray:
         """The item's full normalised thumbnail, made again (the same values) the first time a pair needs it."""
@@ -245,9 +247,7 @@ class Verifier:
         for start in range(0, len(have), PIXEL_BLOCK):
             block = have[start : start + PIXEL_BLOCK]
             pairs = [candidates[n] for n in block]
-            for i, j, _, _ in pairs:
-                self._prepare(i)
-                self._prepare(j)
+            self._prepare(k for i, j, _, _ in pairs for k in (i, j))
             na = _Thumbs(self._normalised, [i for i, _, _, _ in pairs])
             nb = _Thumbs(self._normalised, [j for _, j, _, _ in pairs])
             ca = np.stack([self._coarse[i] for i, _, _, _ in pairs])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PIL import Image, ImageFilter
 from skimage import data
 
@@ -117,7 +118,7 @@ def test_a_small_picture_pasted_into_a_canvas_is_found_inside_it_and_a_look_alik
 
 def test_a_turned_noisy_copy_of_a_tiny_picture_is_proposed_by_its_thumbnail() -> None:
     from embedlab.duplicates import thumbnail_pairs
-    from embedlab.verify import coarse, normalised_thumb
+    from embedlab.verify import coarse_thumbs
 
     # 28 px crops of real photos: the vectors of such pictures are unreliable proposers.
     crops = [
@@ -126,7 +127,7 @@ def test_a_turned_noisy_copy_of_a_tiny_picture_is_proposed_by_its_thumbnail() ->
     ]
     turned = _noisy(crops[1].rotate(90), 10.0)
     pictures = [*crops, turned]
-    grey = np.stack([coarse(normalised_thumb(evidence.compute(p).thumb)[0])[1] for p in pictures])
+    grey = coarse_thumbs(np.stack([evidence.compute(p).thumb for p in pictures]))[0][:, 1]
     pairs = {(a, b): (ncc, rank) for a, b, ncc, rank in thumbnail_pairs(grey, k=1)}
     assert (1, 5) in pairs and pairs[(1, 5)][0] > 0.9 and pairs[(1, 5)][1] == 0
     # each picture's one nearest is proposed only at or above the floor, and never itself
@@ -188,16 +189,55 @@ def test_a_large_collection_fits_fewer_keypoints_on_fewer_candidates() -> None:
     assert Verifier(ev, budget=LARGE_BUDGET).measure_all([(0, 1, 0.7, 3)])[0].inliers == 0  # type: ignore[union-attr]
 
 
-def test_the_coarse_pass_thumbnail_is_the_full_ones_first_two_layers() -> None:
-    # The verifier makes every item's 16 px thumbnail without the fine-detail layer; it must be
-    # the same values the full normalisation gives, or verdicts would depend on which came first.
-    from embedlab.verify import coarse, normalised_thumb
+def test_the_coarse_pass_thumbnail_is_the_full_normalisation_brought_to_16_px() -> None:
+    # The first pass compares 16 px forms made straight from the 8-bit levels; they must be what
+    # the full normalisation (ranks and grey levels at 64 px) gives averaged down and normalised
+    # again, or the first pass would rule out pairs the full comparison keeps.
+    from embedlab.verify import COARSE_SIDE, coarse_thumbs, normalised_thumb
 
-    for picture in (data.camera(), data.coins(), np.full((64, 64), 9, dtype=np.uint8)):
-        thumb = np.asarray(_picture(_grey(picture, 64)).convert("L"))
-        full, flat = normalised_thumb(thumb)
-        levels, flat_levels = normalised_thumb(thumb, detail=False)
-        assert flat == flat_levels
-        assert levels.shape == (2, *thumb.shape)
-        assert np.array_equal(levels, full[:2])
-        assert np.array_equal(coarse(levels), coarse(full))
+    rng = np.random.default_rng(0)
+    pictures = [data.camera(), data.coins(), data.astronaut(), data.checkerboard(), np.full((64, 64), 9, np.uint8)]
+    thumbs = [np.asarray(_picture(_grey(p, 64)).convert("L")) for p in pictures]
+    thumbs += [np.clip(rng.normal(128, sigma, (64, 64)), 0, 255).astype(np.uint8) for sigma in (1.5, 2.5, 40.0)]
+    small, flat = coarse_thumbs(np.stack(thumbs))
+    assert flat.tolist() == [False, False, False, False, True, True, False, False]
+    for thumb, got, is_flat in zip(thumbs, small, flat, strict=True):
+        full, full_flat = normalised_thumb(thumb)
+        assert is_flat == full_flat
+        step = thumb.shape[0] // COARSE_SIDE
+        pooled = full[:2].reshape(2, COARSE_SIDE, step, COARSE_SIDE, step).mean(axis=(2, 4)).reshape(2, -1)
+        pooled -= pooled.mean(axis=1, keepdims=True)
+        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        expected = np.where(norms > 1e-9, pooled / np.maximum(norms, 1e-12), 0.0)
+        assert np.allclose(got.reshape(2, -1), expected, atol=1e-6)
+        assert is_flat == (not got.any())
+    # In batches of any size, the same values.
+    one_by_one = np.concatenate([coarse_thumbs(t[None])[0] for t in thumbs])
+    assert np.array_equal(one_by_one, small)
+
+
+@pytest.mark.parametrize("engine", ["faiss", "opencv"])
+def test_descriptor_matches_are_the_ratio_test_survivors_of_opencvs_matcher(
+    engine: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The fit takes its matches from faiss's Hamming k-NN where installed, else from OpenCV's
+    # arrays, never from BFMatcher's match objects: either way they must be the same matches in
+    # the same order, or the fits (and every verdict) would depend on what is installed.
+    import cv2
+
+    from embedlab import verify
+    from embedlab.verify import RATIO_TEST, ratio_matches
+
+    if engine == "opencv":
+        monkeypatch.setattr(verify, "_faiss", lambda: None)
+    else:
+        assert verify._faiss() is not None  # a runtime requirement: the fast path is the one tested
+
+    photo = Image.fromarray(data.astronaut())
+    crop = photo.crop((60, 40, 460, 440)).rotate(7, resample=Image.Resampling.BICUBIC)
+    a, b = (evidence.compute(p) for p in (photo, crop))
+    knn = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(b.descriptors, a.descriptors, k=2)
+    expected = [(m.queryIdx, m.trainIdx) for m, n in knn if m.distance < RATIO_TEST * n.distance]
+    query, train = ratio_matches(b.descriptors, a.descriptors)
+    assert len(expected) >= 20
+    assert list(zip(query.tolist(), train.tolist(), strict=True)) == expected
