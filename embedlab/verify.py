@@ -443,6 +443,8 @@ def inset_agreement(a: Evidence, b: Evidence, turned: bool = False, zoomed: bool
     detail), on the footprint and the template both brought to the thumbnail's
     size, so neither keeps detail the other lacks.
     """
+    if (a.width, a.height) == (b.width, b.height):  # neither footprint is smaller than the whole: only a zoom
+        return _zoomed_inset(a, b) if zoomed else -1.0
     found = max(_pasted_inset(a, b, turned), _native_inset(a, b))
     if found < INSET_TURNED_BELOW:
         found = max(found, _cut_inset(a, b))
