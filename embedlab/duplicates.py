@@ -12,7 +12,7 @@ is itself verified against, so A~B and B~C never put A with C by themselves.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import overload
@@ -23,6 +23,7 @@ from .evidence import Evidence
 from .verify import (
     ASPECT_TOLERANCE,
     COARSE_FLOOR,
+    COARSE_SIDE,
     DIHEDRAL,
     FIT_KEYPOINTS,
     GEOMETRY_RANK,
@@ -181,22 +182,27 @@ class Verifier:
         # Every item's coarse thumbnail and flatness (2 KB); its full normalised thumbnail (48 KB)
         # only once a pair needs it at full size: most candidate pairs are ruled out at 16 px, and
         # holding every item's full thumbnail cost 4.9 GB and a page fault per 4 KB at 100k items.
+        # Per-item arrays, so a block of pairs gathers its rows at once (filled as items are first met;
+        # np.zeros only maps pages on first write).
         self._norm: dict[int, np.ndarray] = {}
-        self._coarse: dict[int, np.ndarray] = {}
-        self._flat: dict[int, bool] = {}
+        n = len(evidence)
+        self._coarse = np.zeros((n, 2, COARSE_SIDE, COARSE_SIDE), dtype=np.float32)
+        self._flat = np.zeros(n, dtype=bool)
+        self._aspect = np.ones(n)
+        self._ready = np.zeros(n, dtype=bool)
 
     def _thumb(self, i: int) -> np.ndarray:
         ev = self.evidence[i]
         assert ev is not None
         return ev.thumb
 
-    def _prepare(self, items: Iterable[int]) -> None:
-        """The items' coarse thumbnails and flatness, made once, in one batch."""
-        new = sorted({i for i in items if i not in self._coarse})
-        if new:
-            small, flat = coarse_thumbs(np.stack([self._thumb(i) for i in new]))
-            for i, s, f in zip(new, small, flat.tolist(), strict=True):
-                self._coarse[i], self._flat[i] = s, f
+    def _prepare(self, items: np.ndarray) -> None:
+        """The items' coarse thumbnails, flatness and aspect ratio, made once, in one batch."""
+        new = np.unique(items[~self._ready[items]])
+        if len(new):
+            self._coarse[new], self._flat[new] = coarse_thumbs(np.stack([self._thumb(i) for i in new.tolist()]))
+            self._aspect[new] = [self.evidence[i].aspect for i in new.tolist()]
+            self._ready[new] = True
 
     def _normalised(self, i: int) -> np.ndarray:
         """The item's full normalised thumbnail, made again (the same values) the first time a pair needs it."""
@@ -247,19 +253,20 @@ class Verifier:
         for start in range(0, len(have), PIXEL_BLOCK):
             block = have[start : start + PIXEL_BLOCK]
             pairs = [candidates[n] for n in block]
-            self._prepare(k for i, j, _, _ in pairs for k in (i, j))
-            na = _Thumbs(self._normalised, [i for i, _, _, _ in pairs])
-            nb = _Thumbs(self._normalised, [j for _, j, _, _ in pairs])
-            ca = np.stack([self._coarse[i] for i, _, _, _ in pairs])
-            cb = np.stack([self._coarse[j] for _, j, _, _ in pairs])
-            aspect = np.array([[self.evidence[i].aspect, self.evidence[j].aspect] for i, j, _, _ in pairs])  # type: ignore[union-attr]
-            grey, ranks, move, detail = pixel_agreement_batch(na, nb, aspect[:, 0], aspect[:, 1], ca, cb)
+            first = np.fromiter((i for i, _, _, _ in pairs), dtype=np.intp, count=len(pairs))
+            second = np.fromiter((j for _, j, _, _ in pairs), dtype=np.intp, count=len(pairs))
+            self._prepare(np.concatenate([first, second]))
+            na = _Thumbs(self._normalised, first.tolist())
+            nb = _Thumbs(self._normalised, second.tolist())
+            ca, cb = self._coarse[first], self._coarse[second]
+            aspect_a, aspect_b = self._aspect[first], self._aspect[second]
+            grey, ranks, move, detail = pixel_agreement_batch(na, nb, aspect_a, aspect_b, ca, cb)
             # Two flat pictures have no structure to correlate: they are the same pixels when their
             # tone and shape agree (blank exports of one slide), else nothing alike.
-            for k, (i, j, _, _) in enumerate(pairs):
-                if self._flat[i] and self._flat[j]:
-                    same = _same_flat(self.evidence[i], self.evidence[j])  # type: ignore[arg-type]
-                    grey[k] = ranks[k] = detail[k] = 1.0 if same else -1.0
+            for k in np.flatnonzero(self._flat[first] & self._flat[second]).tolist():
+                i, j = pairs[k][0], pairs[k][1]
+                same = _same_flat(self.evidence[i], self.evidence[j])  # type: ignore[arg-type]
+                grey[k] = ranks[k] = detail[k] = 1.0 if same else -1.0
             for n, (i, j, cosine, rank), g, r, m, d in zip(block, pairs, grey, ranks, move, detail, strict=True):
                 job = (n, i, j, cosine, float(g), float(r), DIHEDRAL[int(m)][0], rank < self.budget.rank, float(d))
                 if needs_geometry(job[4], job[5], cosine, job[7]):
@@ -271,7 +278,7 @@ class Verifier:
         _, i, j, cosine, grey, ranks, how, geometry, detail = job
         a, b = self.evidence[i], self.evidence[j]
         assert a is not None and b is not None
-        flat = self._flat[i] and self._flat[j]
+        flat = bool(self._flat[i] and self._flat[j])
         budget = self.budget
         keypoints, turn, zoom = budget.keypoints, budget.turn_unfitted, budget.zoom_small
         return finish(a, b, cosine, flat, grey, ranks, how, geometry, detail, keypoints, turn, zoom)
