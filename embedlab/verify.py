@@ -347,7 +347,7 @@ def ratio_matches(query: np.ndarray, train: np.ndarray) -> tuple[np.ndarray, np.
     BFMatcher.knnMatch calls, without its Python object per match: those held the
     GIL for a third of a fit, and the fits run in threads.
     """
-    if (faiss := _faiss()) is not None:
+    if (faiss := faiss_or_none()) is not None:
         distance, nearest = faiss.knn_hamming(query, train, 2)
     else:
         import cv2
@@ -358,7 +358,7 @@ def ratio_matches(query: np.ndarray, train: np.ndarray) -> tuple[np.ndarray, np.
 
 
 @functools.cache
-def _faiss() -> Any:
+def faiss_or_none() -> Any:
     """faiss, where installed: its Hamming k-NN finds the same two nearest at a fifth of OpenCV's CPU."""
     try:
         import faiss

@@ -229,9 +229,9 @@ def test_descriptor_matches_are_the_ratio_test_survivors_of_opencvs_matcher(
     from embedlab.verify import RATIO_TEST, ratio_matches
 
     if engine == "opencv":
-        monkeypatch.setattr(verify, "_faiss", lambda: None)
+        monkeypatch.setattr(verify, "faiss_or_none", lambda: None)
     else:
-        assert verify._faiss() is not None  # a runtime requirement: the fast path is the one tested
+        assert verify.faiss_or_none() is not None  # a runtime requirement: the fast path is the one tested
 
     photo = Image.fromarray(data.astronaut())
     crop = photo.crop((60, 40, 460, 440)).rotate(7, resample=Image.Resampling.BICUBIC)
