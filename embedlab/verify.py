@@ -343,9 +343,11 @@ def geometric_agreement(
 def ratio_matches(query: np.ndarray, train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Lowe's ratio-test matches of binary descriptors: (query indices ascending, their nearest train index).
 
-    The two nearest by Hamming distance come as arrays from batchDistance, what
-    BFMatcher.knnMatch calls, without its Python object per match: those held the
-    GIL for a third of a fit, and the fits run in threads.
+    The two nearest by Hamming distance come as arrays: from faiss's k-NN where it is
+    installed (a fifth of OpenCV's CPU, the fits' largest cost at scale), else from
+    OpenCV's batchDistance, what BFMatcher.knnMatch calls. Either way the same two
+    nearest (a tie at the first rank never passes the ratio test), and no Python
+    object per match as knnMatch makes.
     """
     if (faiss := faiss_or_none()) is not None:
         distance, nearest = faiss.knn_hamming(query, train, 2)
