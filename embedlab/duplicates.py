@@ -151,11 +151,12 @@ def thumbnail_pairs(coarse_grey: np.ndarray, k: int = THUMB_K, floor: float = CO
 class FitBudget:
     """How many keypoint fits a collection can afford: each item's ``rank`` nearest, on ``keypoints`` per side.
 
-    The fits are most of `analyze`'s time at scale (about 0.4 ms a pair; matching is
-    quadratic in the keypoints). ``LARGE_BUDGET`` (3 nearest, 256 strongest) is as good
-    on the tune half of bench/dupbench.py (F1 0.925 against 0.923) at 0.4 of the fitting
-    work, and 0.013 F1 worse on the holdout half; `analyze` uses it above
-    ``LARGE_COLLECTION`` items only, like its approximate k-NN graph.
+    The fits are a large part of `analyze`'s time at scale (about 0.14 ms a pair at 256
+    keypoints with faiss on two cores; matching is quadratic in the keypoints).
+    ``LARGE_BUDGET`` (3 nearest, 256 strongest) is as good on the tune half of
+    bench/dupbench.py (F1 0.925 against 0.923) at 0.4 of the fitting work, and 0.013 F1
+    worse on the holdout half; `analyze` uses it above ``LARGE_COLLECTION`` items only,
+    like its approximate k-NN graph.
     """
 
     rank: int = GEOMETRY_RANK
