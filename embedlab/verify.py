@@ -190,9 +190,12 @@ def mean_ranks(values: np.ndarray) -> np.ndarray:
 
 def _level_ranks(levels: np.ndarray) -> np.ndarray:
     """``mean_ranks`` of 8-bit levels by counting them, not sorting (the same values)."""
-    counts = np.bincount(levels.ravel(), minlength=256)
-    starts = np.cumsum(counts) - counts
-    return (starts + (counts - 1) / 2.0)[levels].astype(np.float64)
+    return _rank_table(np.bincount(levels.ravel(), minlength=256))[levels].astype(np.float64)
+
+
+def _rank_table(counts: np.ndarray) -> np.ndarray:
+    """Each 8-bit level's mean rank among the pixels, from the level counts (..., 256): ties share one."""
+    return np.cumsum(counts, axis=-1) - counts + (counts - 1) / 2.0
 
 
 def dihedral_move(thumb: np.ndarray, quarter_turns: int, mirrored: bool) -> np.ndarray:
@@ -228,7 +231,7 @@ def _coarse_thumbs(thumbs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     levels = np.arange(256, dtype=np.float64)
     total, squares = counts @ levels, counts @ (levels * levels)
     flat = side * squares - total * total < (FLAT_STD * side) ** 2  # the grey levels' std, in whole numbers
-    twice_ranks = (2.0 * (np.cumsum(counts, axis=1) - counts) + counts - 1.0).astype(np.float32).ravel()
+    twice_ranks = (2.0 * _rank_table(counts)).astype(np.float32).ravel()  # whole numbers, exact in float32
     layers = (np.take(twice_ranks, index), thumbs.astype(np.float32))
     small = np.stack([_POOL @ layer @ _POOL.T for layer in layers], axis=1).reshape(count, 2, -1)
     small = small.astype(np.float64)
